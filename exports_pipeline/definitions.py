@@ -1,0 +1,29 @@
+"""The one place that wires assets, jobs, schedules, sensors and resources into the code location."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from exports_pipeline.defs.source_profile import events_source_profile, source_profile_job
+from exports_pipeline.resources.clickhouse import ClickHouseResource
+from exports_pipeline.settings import Settings, get_settings
+from exports_pipeline.state.store import StateStore
+
+
+def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    return {
+        "clickhouse": ClickHouseResource(url=settings.clickhouse_url, events_table=settings.events_table),
+        "state": StateStore(database_url=settings.database_url),
+    }
+
+
+def build_definitions(settings: Settings | None = None) -> dg.Definitions:
+    settings = settings or get_settings()
+    return dg.Definitions(
+        assets=[events_source_profile],
+        jobs=[source_profile_job],
+        resources=build_resources(settings),
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,1 @@
+"""Dagster objects, one module per capability; `exports_pipeline.definitions` wires them."""

@@ -1,0 +1,317 @@
+"""ClickHouse access for the whole pipeline: chDB in-process by default, a real server over HTTP(S).
+
+chDB allows one data directory per process and one process per directory at a time
+(environment-facts §9). The webserver, the daemon and every run worker of `dagster dev` are separate
+processes, so the embedded engine is opened for one operation, closed after it, and processes take
+turns on an inter-process file lock beside the data directory. Waiting beats failing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import sys
+import threading
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import clickhouse_connect
+import dagster as dg
+import pyarrow as pa
+from clickhouse_connect.driver.binding import bind_query
+from filelock import FileLock
+from pydantic import Field
+
+from exports_pipeline.settings import chdb_path_of, mask_url
+
+_LOCKS: dict[str, FileLock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _engine_lock(path: str) -> FileLock:
+    """One reentrant lock object per data directory and process; threads of a process take turns too."""
+    real = os.path.realpath(path)
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(real)
+        if lock is None:
+            lock = FileLock(real.rstrip("/") + ".lock", thread_local=True)
+            _LOCKS[real] = lock
+        return lock
+
+
+@contextlib.contextmanager
+def chdb_client(path: str, database: str | None = None, timeout: float = -1) -> Iterator:
+    """Open the embedded engine at `path` for one operation, holding the inter-process lock."""
+    os.makedirs(path, exist_ok=True)
+    with _engine_lock(path).acquire(timeout=timeout):
+        client = clickhouse_connect.get_client(dsn=f"chdb://{os.path.realpath(path)}")
+        try:
+            if database:
+                client.command(f"CREATE DATABASE IF NOT EXISTS `{database}`")
+                client.database = database
+            yield client
+        finally:
+            client.close()
+
+
+# ------------------------------------------------------------------------------------------ the resource
+
+_SETTING_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+STREAM_CHUNK_BYTES = 1 << 20
+
+
+class ClickHouseError(RuntimeError):
+    """A ClickHouse connection or query failed; the message names the (masked) URL."""
+
+
+def settings_clause(settings: Mapping[str, Any] | None) -> str:
+    """` SETTINGS a = 1, b = 'x'` for the end of a SELECT.
+
+    Settings travel in the SQL, not as per-call client settings: on chDB per-call settings force the
+    whole result to be buffered (environment-facts §3), and in SQL they mean the same on a server.
+    """
+    if not settings:
+        return ""
+    items = []
+    for name, value in settings.items():
+        if not _SETTING_NAME.match(name):
+            raise ValueError(f"invalid ClickHouse setting name {name!r}")
+        if isinstance(value, bool):
+            literal = "1" if value else "0"
+        elif isinstance(value, int | float):
+            literal = repr(value)
+        else:
+            literal = "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+        items.append(f"{name} = {literal}")
+    return " SETTINGS " + ", ".join(items)
+
+
+def query_tags(**tags: Any) -> dict[str, str]:
+    """Tags for `log_comment`/`query_id`, so a query in system.query_log names its run and partition."""
+    return {k: str(v) for k, v in tags.items() if v is not None}
+
+
+class ClickHouseResource(dg.ConfigurableResource):
+    """The events source: chDB (`chdb:///dir`) or a ClickHouse server (`http(s)://user:pw@host:port/db`).
+
+    Every value is bound as a server-side parameter (`{name:Type}` in the SQL); every query carries a
+    `log_comment` with the caller's tags; results stream as bytes in a ClickHouse format or as Arrow
+    record batches, with memory bounded by one block, not by the result size.
+    """
+
+    url: str = Field(
+        description="chdb:///absolute/dir or http(s)://user:password@host:port/database",
+        json_schema_extra={"dagster__is_secret": True},
+    )
+    events_table: str = Field(default="events_full", description="Table holding Langfuse events")
+    connect_timeout: int = 10
+    send_receive_timeout: int = 3600
+    lock_timeout_seconds: float = Field(
+        default=-1, description="How long to wait for the embedded engine's file lock (-1: forever)"
+    )
+
+    # ---------------------------------------------------------------- connection
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.url.startswith("chdb://")
+
+    @property
+    def masked_url(self) -> str:
+        return mask_url(self.url)
+
+    @contextlib.contextmanager
+    def client(self) -> Iterator[Any]:
+        """A clickhouse-connect client for one operation (on chDB: holding the engine lock)."""
+        path = chdb_path_of(self.url)
+        if path is not None:
+            with contextlib.ExitStack() as stack:
+                try:
+                    client = stack.enter_context(chdb_client(path, timeout=self.lock_timeout_seconds))
+                except Exception as exc:  # the engine failed to start, or the lock wait timed out
+                    raise ClickHouseError(f"cannot open ClickHouse at {self.masked_url}: {_first_line(exc)}") from None
+                yield client
+            return
+        client = self._http_client()
+        try:
+            yield client
+        finally:
+            client.close()
+
+    def _http_client(self) -> Any:
+        parts = urlsplit(self.url)
+        opts = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        database = parts.path.strip("/") or "default"
+        try:
+            return clickhouse_connect.get_client(
+                host=parts.hostname,
+                port=parts.port or (8443 if parts.scheme == "https" else 8123),
+                username=unquote(parts.username or "default"),
+                password=unquote(parts.password or ""),
+                database=database,
+                secure=parts.scheme == "https",
+                compress=opts.get("compress", "true").lower() not in ("0", "false", "no"),
+                connect_timeout=self.connect_timeout,
+                send_receive_timeout=self.send_receive_timeout,
+            )
+        except Exception as exc:
+            raise ClickHouseError(
+                f"cannot connect to ClickHouse at {self.masked_url}: {type(exc).__name__}: {self._scrub(exc)}"
+            ) from None
+
+    # ---------------------------------------------------------------- queries
+
+    def _finish(self, sql: str, settings: Mapping[str, Any] | None, tags: Mapping[str, Any] | None) -> str:
+        merged = dict(settings or {})
+        if tags:
+            merged["log_comment"] = json.dumps(dict(tags), sort_keys=True)
+        return sql.rstrip().rstrip(";") + settings_clause(merged)
+
+    def _transport(self, tags: Mapping[str, Any] | None) -> dict[str, str]:
+        prefix = "-".join(str(v) for v in (tags or {}).values())[:80]
+        qid = re.sub(r"[^A-Za-z0-9_.:-]", "_", f"{prefix}-{uuid.uuid4().hex[:12]}" if prefix else uuid.uuid4().hex)
+        return {"query_id": qid}
+
+    def query(
+        self, sql: str, parameters: Mapping[str, Any] | None = None, settings: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None,
+    ) -> list[tuple]:
+        """Rows of a small result (counts, profiles, probes)."""
+        with self.client() as client:
+            return self._wrap(
+                lambda: client.query(self._finish(sql, settings, tags), parameters=dict(parameters or {}),
+                                     settings=self._transport(tags)).result_rows
+            )
+
+    def query_dicts(self, sql: str, parameters: Mapping[str, Any] | None = None, **kw: Any) -> list[dict]:
+        with self.client() as client:
+            result = self._wrap(
+                lambda: client.query(self._finish(sql, kw.get("settings"), kw.get("tags")),
+                                     parameters=dict(parameters or {}), settings=self._transport(kw.get("tags")))
+            )
+        return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+
+    def command(
+        self, sql: str, parameters: Mapping[str, Any] | None = None, tags: Mapping[str, Any] | None = None,
+    ) -> Any:
+        with self.client() as client:
+            return self._wrap(lambda: client.command(sql, parameters=dict(parameters or {}) or None,
+                                                     settings=self._transport(tags)))
+
+    @contextlib.contextmanager
+    def stream(
+        self, sql: str, fmt: str, parameters: Mapping[str, Any] | None = None,
+        settings: Mapping[str, Any] | None = None, tags: Mapping[str, Any] | None = None,
+        chunk_bytes: int = STREAM_CHUNK_BYTES,
+    ) -> Iterator[Iterable[bytes]]:
+        """The result as bytes in ClickHouse format `fmt`, streamed.
+
+        On chDB only header-less row formats stream (CSV, TabSeparated, JSONEachRow, Native, RowBinary);
+        other formats would be buffered whole by the engine, so they are refused here rather than
+        silently holding a window in memory. Use `export_to_file` or `arrow_batches` for those.
+        """
+        if self.is_embedded and fmt not in EMBEDDED_STREAM_FORMATS:
+            raise ValueError(f"format {fmt} does not stream on the embedded engine; use one of {sorted(EMBEDDED_STREAM_FORMATS)}")
+        with self.client() as client:
+            raw = self._wrap(lambda: client.raw_stream(
+                self._finish(sql, settings, tags), parameters=dict(parameters or {}), fmt=fmt,
+                settings=self._transport(tags),
+            ))
+            try:
+                yield self._chunks(raw, chunk_bytes)
+            finally:
+                raw.close()
+
+    def _chunks(self, raw: Any, chunk_bytes: int) -> Iterator[bytes]:
+        while True:
+            try:
+                block = raw.read(chunk_bytes)
+            except Exception as exc:
+                raise ClickHouseError(f"ClickHouse stream from {self.masked_url} failed: {self._scrub(exc)}") from exc
+            if not block:
+                return
+            yield block
+
+    @contextlib.contextmanager
+    def arrow_batches(
+        self, sql: str, parameters: Mapping[str, Any] | None = None, settings: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None, rows_per_batch: int = 100_000,
+    ) -> Iterator[Iterable[pa.RecordBatch]]:
+        """The result as Arrow record batches, streamed.
+
+        clickhouse-connect's `query_arrow_stream` is materialized whole by its chDB backend
+        (environment-facts §3), so on chDB this reads the engine's own Arrow stream
+        (`send_query(...).record_batch(n)`), which is bounded; over HTTP it uses the driver's stream.
+        """
+        final = self._finish(sql, settings, tags)
+        with self.client() as client:
+            if self.is_embedded:
+                bound_sql, bind_params = bind_query(final, dict(parameters or {}))
+                params = {k[len("param_"):]: v for k, v in bind_params.items()}
+                conn = client._backend._handle.conn  # the engine handle clickhouse-connect opened for this client
+                streaming = self._wrap(lambda: conn.send_query(bound_sql, "Arrow", params=params))
+                try:
+                    yield self._wrap(lambda: iter(streaming.record_batch(rows_per_batch)))
+                finally:
+                    streaming.close()
+            else:
+                stream = self._wrap(lambda: client.query_arrow_stream(
+                    final, parameters=dict(parameters or {}), settings=self._transport(tags)))
+                with stream:
+                    yield iter(stream)
+
+    def export_to_file(
+        self, sql: str, fmt: str, path: str, parameters: Mapping[str, Any] | None = None,
+        settings: Mapping[str, Any] | None = None, tags: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Write the result in `fmt` to a local file and return its size.
+
+        On chDB the engine writes the file itself (`INTO OUTFILE ... TRUNCATE`): the fastest path and
+        bounded for every format, Parquet included. On a server the bytes stream over HTTP.
+        """
+        if self.is_embedded:
+            literal = "'" + path.replace("\\", "\\\\").replace("'", "\\'") + "'"
+            body = sql.rstrip().rstrip(";")
+            final = f"{body} INTO OUTFILE {literal} TRUNCATE FORMAT {fmt}{self._settings_only(settings, tags)}"
+            with self.client() as client:
+                self._wrap(lambda: client.command(final, parameters=dict(parameters or {}) or None))
+        else:
+            with open(path, "wb") as out, self.client() as client:
+                raw = self._wrap(lambda: client.raw_stream(
+                    self._finish(sql, settings, tags), parameters=dict(parameters or {}), fmt=fmt,
+                    settings=self._transport(tags)))
+                try:
+                    for block in self._chunks(raw, STREAM_CHUNK_BYTES):
+                        out.write(block)
+                finally:
+                    raw.close()
+        return os.path.getsize(path)
+
+    def _settings_only(self, settings: Mapping[str, Any] | None, tags: Mapping[str, Any] | None) -> str:
+        return self._finish("", settings, tags)
+
+    def _wrap(self, fn: Any) -> Any:
+        try:
+            return fn()
+        except ClickHouseError:
+            raise
+        except Exception as exc:
+            raise ClickHouseError(f"ClickHouse at {self.masked_url}: {self._scrub(exc)}") from exc
+
+    def _scrub(self, exc: BaseException) -> str:
+        """The first line of a driver error, with the URL's password (if any) blanked out."""
+        text = _first_line(exc)
+        password = unquote(urlsplit(self.url).password or "") if not self.is_embedded else ""
+        return text.replace(password, "***") if password else text
+
+
+EMBEDDED_STREAM_FORMATS = frozenset({"CSV", "TabSeparated", "TSV", "JSONEachRow", "Native", "RowBinary"})
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:500] if text else type(exc).__name__

@@ -1,0 +1,169 @@
+"""Every environment variable the pipeline reads, with its default, validated in one place.
+
+Settings are read once per process (`get_settings()`), and a bad value stops the process at start with
+a message naming the variable, instead of failing deep inside a run. Passwords in URLs are masked in
+every message (`mask_url`).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict
+
+_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+_TABLE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*\.)?[A-Za-z_][A-Za-z0-9_]*$")
+KEY_FILE_NAME = "encryption_key"
+
+# Every variable this module reads; deployments (docker-compose.yml) must set each for the code server
+# and the daemon.
+ENV_VARS = (
+    "EXPORTS_HOME", "EXPORTS_CLICKHOUSE_URL", "EXPORTS_EVENTS_TABLE", "EXPORTS_DATABASE_URL", "ENCRYPTION_KEY",
+    "EXPORTS_SETTLE_MINUTES",
+)
+
+
+class SettingsError(ValueError):
+    """A setting has a value the pipeline cannot use; the message names the variable."""
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by `***`, for messages and logs."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+class Settings(BaseModel):
+    """The validated process settings. Build with `Settings.from_env()`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    home: Path
+    clickhouse_url: str
+    events_table: str
+    database_url: str
+    encryption_key: str | None
+    # Minutes to wait past a window's end before a schedule exports it (late rows settle).
+    settle_minutes: int
+
+    def __repr__(self) -> str:  # never show the key, nor a password in a URL
+        return (
+            f"Settings(home={str(self.home)!r}, clickhouse_url={mask_url(self.clickhouse_url)!r}, "
+            f"events_table={self.events_table!r}, database_url={mask_url(self.database_url)!r}, "
+            f"encryption_key={'set' if self.encryption_key else 'unset'}, settle_minutes={self.settle_minutes})"
+        )
+
+    __str__ = __repr__
+
+    @property
+    def chdb_path(self) -> str | None:
+        return chdb_path_of(self.clickhouse_url)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        home = Path(env.get("EXPORTS_HOME") or ".exports").expanduser().resolve()
+
+        ch_url = env.get("EXPORTS_CLICKHOUSE_URL") or f"chdb://{home / 'chdb'}"
+        _check_clickhouse_url(ch_url)
+
+        table = env.get("EXPORTS_EVENTS_TABLE") or "events_full"
+        if not _TABLE.match(table):
+            raise SettingsError(
+                f"EXPORTS_EVENTS_TABLE={table!r} is not a table name (letters, digits, _; optionally database.table)"
+            )
+
+        db_url = env.get("EXPORTS_DATABASE_URL") or f"sqlite:///{home / 'state.db'}"
+        _check_database_url(db_url)
+
+        key = env.get("ENCRYPTION_KEY") or _read_key_file(home)
+        if key is not None and not _HEX64.match(key):
+            raise SettingsError("ENCRYPTION_KEY must be 64 hex characters (32 bytes), e.g. from `openssl rand -hex 32`")
+
+        settle = env.get("EXPORTS_SETTLE_MINUTES", "15")
+        if not settle.isdigit():
+            raise SettingsError(f"EXPORTS_SETTLE_MINUTES={settle!r} must be a whole number of minutes")
+
+        return cls(
+            home=home, clickhouse_url=ch_url, events_table=table, database_url=db_url,
+            encryption_key=key, settle_minutes=int(settle),
+        )
+
+    def require_encryption_key(self) -> str:
+        if not self.encryption_key:
+            raise SettingsError(
+                "ENCRYPTION_KEY is not set: set it to 64 hex characters (`openssl rand -hex 32`); "
+                "`exports-pipeline demo` stores one under EXPORTS_HOME for local use"
+            )
+        return self.encryption_key
+
+
+def chdb_path_of(url: str) -> str | None:
+    """The data directory of a `chdb://` URL, else None."""
+    if not url.startswith("chdb://"):
+        return None
+    return url[len("chdb://"):] or None
+
+
+def _check_clickhouse_url(url: str) -> None:
+    if url.startswith("chdb://"):
+        path = url[len("chdb://"):]
+        if not path.startswith("/"):
+            raise SettingsError(f"EXPORTS_CLICKHOUSE_URL={url!r}: a chdb:// URL needs an absolute directory, e.g. chdb:///data/chdb")
+        return
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise SettingsError(f"EXPORTS_CLICKHOUSE_URL={mask_url(url)!r} is not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(
+            f"EXPORTS_CLICKHOUSE_URL={mask_url(url)!r} must be chdb:///dir or http(s)://user:password@host:port/database"
+        )
+    del port
+
+
+def _check_database_url(url: str) -> None:
+    if url.startswith("sqlite:///"):
+        return
+    if url.startswith("postgresql+psycopg2://"):
+        return
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        raise SettingsError(
+            f"EXPORTS_DATABASE_URL={mask_url(url)!r}: use the postgresql+psycopg2:// scheme (the driver this project pins)"
+        )
+    raise SettingsError(f"EXPORTS_DATABASE_URL={mask_url(url)!r} must be sqlite:///path or postgresql+psycopg2://...")
+
+
+def _read_key_file(home: Path) -> str | None:
+    path = home / KEY_FILE_NAME
+    try:
+        return path.read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def store_generated_key(home: Path, key: str) -> Path:
+    """Write the demo's own key under EXPORTS_HOME (0600) so later processes find it."""
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / KEY_FILE_NAME
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key + "\n")
+    return path
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings.from_env()

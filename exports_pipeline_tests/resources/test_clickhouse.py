@@ -131,7 +131,6 @@ def test_streaming_memory_does_not_grow_with_output_size(tmp_path, mode):
     extra_output_mb = (large["bytes"] - small["bytes"]) / 1e6
     # A buffered result would add at least the extra output (~800 MB); allow a quarter of it for noise.
     assert large["peak_rss_mb"] - small["peak_rss_mb"] < 0.25 * extra_output_mb
-    assert large["peak_rss_mb"] < large["bytes"] / 1e6
 
 
 def test_two_processes_take_turns_on_one_embedded_directory(tmp_path):

@@ -23,7 +23,7 @@ KEY_FILE_NAME = "encryption_key"
 # and the daemon.
 ENV_VARS = (
     "EXPORTS_HOME", "EXPORTS_CLICKHOUSE_URL", "EXPORTS_EVENTS_TABLE", "EXPORTS_DATABASE_URL", "ENCRYPTION_KEY",
-    "EXPORTS_SETTLE_MINUTES",
+    "EXPORTS_SETTLE_MINUTES", "EXPORTS_PARTITIONS_START",
 )
 
 
@@ -56,12 +56,16 @@ class Settings(BaseModel):
     encryption_key: str | None
     # Minutes to wait past a window's end before a schedule exports it (late rows settle).
     settle_minutes: int
+    # First day of the time partitions: history before it is not offered as partitions (the UI and
+    # Dagster's guidance cap a partitioned asset near 100k keys; hourly x projects grows fast).
+    partitions_start: str
 
     def __repr__(self) -> str:  # never show the key, nor a password in a URL
         return (
             f"Settings(home={str(self.home)!r}, clickhouse_url={mask_url(self.clickhouse_url)!r}, "
             f"events_table={self.events_table!r}, database_url={mask_url(self.database_url)!r}, "
-            f"encryption_key={'set' if self.encryption_key else 'unset'}, settle_minutes={self.settle_minutes})"
+            f"encryption_key={'set' if self.encryption_key else 'unset'}, settle_minutes={self.settle_minutes}, "
+            f"partitions_start={self.partitions_start!r})"
         )
 
     __str__ = __repr__
@@ -95,9 +99,13 @@ class Settings(BaseModel):
         if not settle.isdigit():
             raise SettingsError(f"EXPORTS_SETTLE_MINUTES={settle!r} must be a whole number of minutes")
 
+        start = env.get("EXPORTS_PARTITIONS_START", "2025-01-01")
+        if not re.match(r"^\d{4}-\d{2}-\d{2}$", start):
+            raise SettingsError(f"EXPORTS_PARTITIONS_START={start!r} must be a date in YYYY-MM-DD form")
+
         return cls(
             home=home, clickhouse_url=ch_url, events_table=table, database_url=db_url,
-            encryption_key=key, settle_minutes=int(settle),
+            encryption_key=key, settle_minutes=int(settle), partitions_start=start,
         )
 
     def require_encryption_key(self) -> str:

@@ -4,9 +4,9 @@ It is the first thing to look at when an export's numbers surprise you, and the 
 code location reaches ClickHouse end to end.
 """
 
-from __future__ import annotations
 
 import dagster as dg
+from dagster import AssetExecutionContext
 
 from exports_pipeline.events.queries import source_profile_sql
 from exports_pipeline.resources.clickhouse import ClickHouseResource, query_tags
@@ -37,7 +37,7 @@ def profile_rows(clickhouse: ClickHouseResource, run_id: str | None = None) -> l
     description="Rows, distinct traces, bytes and start_time range of the events table per project and UTC day "
     "(latest versions, deleted rows excluded).",
 )
-def events_source_profile(context: dg.AssetExecutionContext, clickhouse: ClickHouseResource) -> dg.MaterializeResult:
+def events_source_profile(context: AssetExecutionContext, clickhouse: ClickHouseResource) -> dg.MaterializeResult:
     rows = profile_rows(clickhouse, context.run_id)
     schema = dg.TableSchema(columns=[dg.TableColumn(name, kind) for name, kind in PROFILE_COLUMNS])
     return dg.MaterializeResult(

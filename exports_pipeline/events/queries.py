@@ -1,22 +1,77 @@
 """SQL over the events table. Every value is a server-side parameter; identifiers are validated.
 
-Reads use `FINAL`, so each span appears once in its latest version and deleted rows are gone even
-while ReplacingMergeTree versions are unmerged (a test compares this with an explicit argMax dedup).
+Window reads use `FINAL`, so each span appears once, in its latest version, with deleted rows gone,
+even while ReplacingMergeTree versions are unmerged. They order by the table's sorting key, so the
+output is deterministic (a re-run writes identical bytes) and ClickHouse reads in order instead of
+sorting the window in memory.
 """
 
 from __future__ import annotations
 
-import re
+from exports_pipeline.events.columns import EXPORT_COLUMNS, is_array, is_map
+from exports_pipeline.events.ddl import qualified_name
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Half-open window on start_time, bound as parameters; DateTime64 parameters are read as UTC.
+WINDOW_FILTER = (
+    "project_id = {project_id:String} "
+    "AND start_time >= {start:DateTime64(6, 'UTC')} AND start_time < {end:DateTime64(6, 'UTC')} "
+    "AND is_deleted = 0"
+)
+SORT_KEY = "project_id, toStartOfMinute(start_time), xxHash32(trace_id), span_id, start_time"
+
+# Rendering settings shared by every export (README "Rendering").
+TEXT_SETTINGS = {
+    "date_time_output_format": "iso",
+    "output_format_json_quote_64bit_integers": 0,
+    "output_format_json_quote_decimals": 0,
+    "output_format_json_escape_forward_slashes": 0,
+    "output_format_csv_crlf_end_of_line": 1,
+    "format_csv_null_representation": "",
+}
+PARQUET_SETTINGS = {
+    "output_format_parquet_row_group_size": 100_000,
+    "output_format_parquet_compression_method": "zstd",
+    "output_format_parquet_string_as_string": 1,
+}
 
 
 def qualified_table(name: str) -> str:
-    """`db.table` or `table`, each part validated and back-quoted."""
-    parts = name.split(".")
-    if not 1 <= len(parts) <= 2 or not all(_IDENT.match(p) for p in parts):
-        raise ValueError(f"invalid table name {name!r}")
-    return ".".join(f"`{p}`" for p in parts)
+    return qualified_name(name)
+
+
+def export_select_list(fmt_name: str) -> str:
+    """The columns as each format writes them: CSV carries maps and arrays as JSON text."""
+    items = []
+    for col in EXPORT_COLUMNS:
+        if fmt_name == "csv" and (is_map(col.ch_type) or is_array(col.ch_type)):
+            items.append(f"toJSONString(`{col.name}`) AS `{col.name}`")
+        else:
+            items.append(f"`{col.name}`")
+    return ", ".join(items)
+
+
+def window_export_sql(table: str, fmt_name: str) -> str:
+    return (
+        f"SELECT {export_select_list(fmt_name)} FROM {qualified_table(table)} FINAL "
+        f"WHERE {WINDOW_FILTER} ORDER BY {SORT_KEY}"
+    )
+
+
+def window_probe_sql(table: str) -> str:
+    """Rows, latest event_ts and an estimate of the text size of a window, from small columns only."""
+    return (
+        "SELECT count() AS rows, max(event_ts) AS max_event_ts, "
+        "sum(input_length + output_length) AS io_chars "
+        f"FROM {qualified_table(table)} FINAL WHERE {WINDOW_FILTER}"
+    )
+
+
+def first_event_sql(table: str) -> str:
+    """The project's earliest start_time (latest versions, not deleted), or NULL-equivalent when empty."""
+    return (
+        f"SELECT count() AS rows, min(start_time) AS first FROM {qualified_table(table)} FINAL "
+        "WHERE project_id = {project_id:String} AND is_deleted = 0"
+    )
 
 
 def source_profile_sql(table: str) -> str:

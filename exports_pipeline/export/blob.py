@@ -1,0 +1,293 @@
+"""One object-storage window: ClickHouse -> files per format -> manifest -> event_log -> cursor.
+
+Open this after `defs/blob_storage.py`: the asset hands a partition to `export_partition`, which loads
+the project's integration and calls `export_window`; the two resources it talks to are
+`ClickHouseResource` (the bytes) and an `ObjectStore` (where they land). The manifest is the commit
+point: it is written after every data file, and a window without a manifest is not exported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from exports_pipeline.crypto import SecretBox
+from exports_pipeline.errors import ConfigError
+from exports_pipeline.events.columns import EXPORT_COLUMN_NAMES
+from exports_pipeline.events.queries import (
+    PARQUET_SETTINGS,
+    TEXT_SETTINGS,
+    window_export_sql,
+    window_probe_sql,
+)
+from exports_pipeline.export.files import (
+    ExportedFile,
+    TextFile,
+    csv_header,
+    parquet_rows,
+    scratch_file,
+    upload_file,
+)
+from exports_pipeline.export.keys import DEFAULT_KEY_TEMPLATE, KeyContext, data_key, manifest_key, validate_template
+from exports_pipeline.export.windows import Window, iso, subrange_count
+from exports_pipeline.formats import content_type, effective_compression, file_extension, get_format
+from exports_pipeline.resources.clickhouse import ClickHouseResource, query_tags
+from exports_pipeline.resources.object_store.base import ObjectStore, WrittenObject
+from exports_pipeline.resources.object_store.destination import Destination
+from exports_pipeline.state.models import BlobIntegration, EventLogEntry
+
+MANIFEST_SCHEMA_VERSION = 1
+SINK = "object_storage"
+# Sub-range target: big enough that the extra FINAL pass per query is noise, small enough that one
+# query's output never dominates memory anywhere.
+DEFAULT_SUBRANGE_BYTES = 512 << 20
+ROW_OVERHEAD_BYTES = 700  # rendered size of a row's non-I/O columns, for the size estimate
+
+
+def entity_type(frequency: str) -> str:
+    return f"blob_storage_export_{frequency}"
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    project_id: str
+    frequency: str
+    window: Window
+    partition_key: str
+    run_id: str
+
+
+@dataclass
+class ExportResult:
+    manifest_uri: str
+    manifest: dict
+    files: list[ExportedFile] = field(default_factory=list)
+    seconds: float = 0.0
+    deleted_stale: list[str] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return int(self.manifest["source"]["row_count"])
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.obj.size for f in self.files)
+
+
+def destination_for(integration: BlobIntegration, box: SecretBox | None) -> Destination:
+    """The integration's destination, its secret decrypted only here, only in memory."""
+    if integration.type == "LOCAL":
+        return Destination(scheme="file", bucket=integration.bucket_name, prefix=integration.prefix)
+    secret = None
+    if integration.secret_access_key:
+        if box is None:
+            raise ConfigError("ENCRYPTION_KEY is required to decrypt the destination's secret", field="ENCRYPTION_KEY")
+        secret = box.decrypt(integration.secret_access_key)
+    return Destination(
+        scheme="s3", bucket=integration.bucket_name, prefix=integration.prefix, endpoint_url=integration.endpoint,
+        region="us-east-1" if integration.region in ("", "auto") else integration.region,
+        force_path_style=integration.force_path_style, access_key_id=integration.access_key_id,
+        secret_access_key=secret, sse=integration.sse, sse_kms_key_id=integration.sse_kms_key_id,
+    )
+
+
+def export_window(
+    clickhouse: ClickHouseResource,
+    store: ObjectStore,
+    integration: BlobIntegration,
+    request: ExportRequest,
+    *,
+    state=None,
+    subrange_bytes: int = DEFAULT_SUBRANGE_BYTES,
+    log: Callable[[str], None] = lambda _msg: None,
+) -> ExportResult:
+    """Export one window in every configured format, then write its manifest, then clean up."""
+    started = time.monotonic()
+    template = validate_template(integration.key_template or DEFAULT_KEY_TEMPLATE)
+    ctx = KeyContext(store.destination.prefix, request.project_id, request.frequency, request.window)
+    params = {"project_id": request.project_id, "start": request.window.start, "end": request.window.end}
+    tags = query_tags(run=request.run_id, partition=request.partition_key, sink=SINK)
+    table = clickhouse.events_table
+
+    probe = clickhouse.query_dicts(window_probe_sql(table), params, tags=tags)[0]
+    source_rows = int(probe["rows"])
+    estimated = source_rows * ROW_OVERHEAD_BYTES + int(probe["io_chars"] or 0)
+    max_file = (integration.max_file_size_mb or 0) << 20
+    target = min(subrange_bytes, max_file) if max_file else subrange_bytes
+    subranges = request.window.split(subrange_count(estimated, target)) if source_rows else []
+    sub_counts = _subrange_counts(clickhouse, table, request, subranges, tags) if len(subranges) > 1 else (
+        [source_rows] if subranges else [])
+    log(f"{request.partition_key}: {source_rows} rows, ~{estimated >> 20} MiB, {len(subranges)} sub-range(s)")
+
+    previous = _read_manifest(store, manifest_key(template, ctx))
+    files: list[ExportedFile] = []
+    written: list[WrittenObject] = []
+    for fmt_name in integration.file_types:
+        fmt = get_format(fmt_name)
+        if fmt.text:
+            new = _export_text(clickhouse, store, integration, template, ctx, fmt_name, subranges, sub_counts,
+                               params, tags, estimated, max_file)
+        else:
+            new = _export_parquet(clickhouse, store, template, ctx, subranges, params, tags)
+        files.extend(new)
+        written.extend(f.obj for f in new)
+        if state is not None:  # log each object as soon as it exists, so none is ever untracked
+            state.upsert_event_log(_log_entries(store, request, [f.obj for f in new]))
+
+    manifest = {
+        "schema_version": MANIFEST_SCHEMA_VERSION,
+        "project_id": request.project_id,
+        "frequency": request.frequency,
+        "partition_key": request.partition_key,
+        "window": {"start": iso(request.window.start), "end": iso(request.window.end), "bounds": "[start, end)",
+                   "column": "start_time"},
+        "formats": list(integration.file_types),
+        "compression": integration.compression,
+        "source": {"table": table, "row_count": source_rows,
+                   "max_event_ts": iso(_aware(probe["max_event_ts"])) if source_rows else None},
+        "columns": list(EXPORT_COLUMN_NAMES),
+        "files": [
+            {"key": f.obj.key, "uri": f.obj.uri, "format": f.format, "compression": f.compression, "part": f.part,
+             "row_count": f.rows, "bytes": f.obj.size, "sha256": f.obj.sha256, "content_type": f.obj.content_type}
+            for f in files
+        ],
+        "run_id": request.run_id,
+        "created_at": iso(dt.datetime.now(dt.UTC)),
+    }
+    mkey = manifest_key(template, ctx)
+    mobj = store.put_bytes(mkey, (json.dumps(manifest, indent=2) + "\n").encode(), "application/json; charset=utf-8")
+    written.append(mobj)
+    if state is not None:
+        state.upsert_event_log(_log_entries(store, request, [mobj]))
+
+    stale = _delete_stale(store, state, request, previous, {o.key for o in written})
+    return ExportResult(manifest_uri=mobj.uri, manifest=manifest, files=files,
+                        seconds=time.monotonic() - started, deleted_stale=stale)
+
+
+# ----------------------------------------------------------------------------------------------- formats
+
+
+def _export_text(clickhouse, store, integration, template, ctx, fmt_name, subranges, sub_counts, params, tags,
+                 estimated, max_file) -> list[ExportedFile]:
+    """Stream each sub-range into the current file; start a new file at a sub-range boundary once the
+    current one has reached max_file_size_mb (a file may pass the limit by at most one sub-range)."""
+    fmt = get_format(fmt_name)
+    compression = effective_compression(fmt, integration.compression)
+    ext = file_extension(fmt, integration.compression)
+    sql = window_export_sql(clickhouse.events_table, fmt_name)
+    header = csv_header(EXPORT_COLUMN_NAMES)
+    expected = min(estimated, max_file) if max_file else estimated
+    out: list[ExportedFile] = []
+    current: TextFile | None = None
+    csv_rows = 0
+    try:
+        for sub, count in zip(subranges, sub_counts, strict=True):
+            if current is None:
+                key = data_key(template, ctx, fmt_name, ext, len(out))
+                current = TextFile(store, key, fmt, compression, header, expected or None)
+                csv_rows = 0
+            sub_params = {**params, "start": sub.start, "end": sub.end}
+            with clickhouse.stream(sql, fmt.clickhouse_format, sub_params, settings=TEXT_SETTINGS, tags=tags) as chunks:
+                for chunk in chunks:
+                    current.write_rows(chunk)
+            csv_rows += count
+            if max_file and current.raw_bytes >= max_file:
+                obj, rows = current.commit(csv_rows)
+                out.append(ExportedFile(fmt_name, compression, len(out), rows, obj))
+                current = None
+        if current is not None:
+            obj, rows = current.commit(csv_rows)
+            out.append(ExportedFile(fmt_name, compression, len(out), rows, obj))
+            current = None
+    finally:
+        if current is not None:
+            current.abort()
+    return out
+
+
+def _export_parquet(clickhouse, store, template, ctx, subranges, params, tags) -> list[ExportedFile]:
+    """One Parquet file per non-empty sub-range, written by ClickHouse itself (bounded row groups), then
+    moved into the store. Parquet files cannot be concatenated, so sub-ranges are its file boundaries."""
+    sql = window_export_sql(clickhouse.events_table, "parquet")
+    fmt = get_format("parquet")
+    out: list[ExportedFile] = []
+    for sub in subranges:
+        path = scratch_file(".parquet")
+        try:
+            clickhouse.export_to_file(sql, "Parquet", path, {**params, "start": sub.start, "end": sub.end},
+                                      settings=PARQUET_SETTINGS, tags=tags)
+            rows = parquet_rows(path)
+            if rows == 0:
+                continue
+            key = data_key(template, ctx, "parquet", fmt.extension, len(out))
+            obj = upload_file(store, key, path, content_type(fmt, "none"))
+            out.append(ExportedFile("parquet", "none", len(out), rows, obj))
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+    return out
+
+
+def _subrange_counts(clickhouse, table, request, subranges, tags) -> list[int]:
+    """Rows per sub-range in one pass (the CSV files' row counts; JSON formats count their own lines)."""
+    from exports_pipeline.events.queries import WINDOW_FILTER, qualified_table
+
+    bounds = ", ".join(f"start_time < {{b{i}:DateTime64(6, 'UTC')}}, {i}" for i in range(len(subranges) - 1))
+    sql = (f"SELECT multiIf({bounds}, {len(subranges) - 1}) AS sub, count() AS rows "
+           f"FROM {qualified_table(table)} FINAL WHERE {WINDOW_FILTER} GROUP BY sub")
+    params = {"project_id": request.project_id, "start": request.window.start, "end": request.window.end}
+    params.update({f"b{i}": s.end for i, s in enumerate(subranges[:-1])})
+    counts = dict(clickhouse.query(sql, params, tags=tags))
+    return [int(counts.get(i, 0)) for i in range(len(subranges))]
+
+
+# ------------------------------------------------------------------------------------ bookkeeping
+
+
+def _log_entries(store: ObjectStore, request: ExportRequest, objects: list[WrittenObject]) -> list[EventLogEntry]:
+    return [
+        EventLogEntry(bucket_name=store.destination.bucket, bucket_path=o.key, project_id=request.project_id,
+                      entity_type=entity_type(request.frequency), entity_id=request.partition_key,
+                      event_id=str(uuid.uuid5(uuid.NAMESPACE_URL, o.uri)))
+        for o in objects
+    ]
+
+
+def _read_manifest(store: ObjectStore, key: str) -> dict | None:
+    try:
+        return json.loads(store.get_bytes(key))
+    except Exception:  # noqa: BLE001 - no (readable) earlier manifest: nothing to compare against
+        return None
+
+
+def _delete_stale(store, state, request: ExportRequest, previous: dict | None, keep: set[str]) -> list[str]:
+    """Objects of earlier attempts at this window that the new manifest does not list: from the earlier
+    manifest and from event_log (which also knows files of attempts that died before their manifest)."""
+    candidates: dict[str, str | None] = {}
+    if previous:
+        for f in previous.get("files", []):
+            candidates[f["key"]] = None
+    entries = []
+    if state is not None:
+        entries = [e for e in state.list_event_log(request.project_id, entity_type(request.frequency),
+                                                   request.partition_key)
+                   if e.bucket_name == store.destination.bucket]
+        for e in entries:
+            candidates[e.bucket_path] = e.id
+    stale = sorted(k for k in candidates if k not in keep)
+    if stale:
+        store.delete_keys(stale)  # objects first, then their rows: a crash in between loses nothing
+        if state is not None:
+            state.delete_event_log([candidates[k] for k in stale if candidates[k]])
+    return stale
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)

@@ -1,0 +1,96 @@
+"""One partition of a scheduled export, from the integration row to the advanced cursor.
+
+This is where faults are sorted: the customer's (bad credentials, missing bucket, denied, invalid
+endpoint) disable the integration and are recorded in `last_error`; anything else is recorded and
+re-raised for Dagster's retry policy.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from exports_pipeline.crypto import SecretBox
+from exports_pipeline.errors import ConfigError, CustomerFault
+from exports_pipeline.events.queries import first_event_sql
+from exports_pipeline.export.blob import ExportRequest, ExportResult, destination_for, export_window
+from exports_pipeline.export.windows import Window, window_floor
+from exports_pipeline.resources.clickhouse import ClickHouseResource
+from exports_pipeline.state.models import BlobIntegration
+
+
+def cursor_sink(frequency: str) -> str:
+    return f"object_storage:{frequency}"
+
+
+@dataclass(frozen=True)
+class PartitionOutcome:
+    exported: bool
+    reason: str
+    result: ExportResult | None = None
+
+
+def first_event_at(clickhouse: ClickHouseResource, project_id: str) -> dt.datetime | None:
+    rows = clickhouse.query_dicts(first_event_sql(clickhouse.events_table), {"project_id": project_id})
+    if not rows or not int(rows[0]["rows"]):
+        return None
+    first = rows[0]["first"]
+    return first if first.tzinfo else first.replace(tzinfo=dt.UTC)
+
+
+def history_start(integration: BlobIntegration, clickhouse: ClickHouseResource) -> dt.datetime | None:
+    """Where this integration's history begins: the project's first event (FULL_HISTORY; None while the
+    project has none, never the epoch), or the configured start date, floored to a window start."""
+    if integration.export_mode == "FULL_HISTORY":
+        first = first_event_at(clickhouse, integration.project_id)
+        return window_floor(first, integration.export_frequency) if first else None
+    if integration.export_start_date is None:
+        raise ConfigError(f"integration of {integration.project_id} has mode {integration.export_mode} "
+                          "but no export_start_date", field="export_start_date")
+    return window_floor(integration.export_start_date, integration.export_frequency)
+
+
+def export_partition(
+    *,
+    clickhouse: ClickHouseResource,
+    object_store,
+    state,
+    box: SecretBox | None,
+    frequency: str,
+    project_id: str,
+    window: Window,
+    partition_key: str,
+    run_id: str,
+    log: Callable[[str], None] = lambda _m: None,
+) -> PartitionOutcome:
+    integration = state.get_blob_integration(project_id)
+    if integration is None:
+        return PartitionOutcome(False, f"project {project_id} has no object-storage integration")
+    if not integration.enabled:
+        return PartitionOutcome(False, f"the integration of {project_id} is disabled"
+                                + (f" (last error: {integration.last_error})" if integration.last_error else ""))
+    if integration.export_frequency != frequency:
+        return PartitionOutcome(False, f"the integration of {project_id} exports {integration.export_frequency}, "
+                                f"not {frequency}")
+    origin = history_start(integration, clickhouse)
+    if integration.export_mode != "FULL_HISTORY" and origin is not None and window.end <= origin:
+        return PartitionOutcome(False, f"window ends before the integration's start date {origin:%Y-%m-%d %H:%M}Z")
+
+    request = ExportRequest(project_id, frequency, window, partition_key, run_id)
+    state.mark_blob_run_started(project_id)
+    try:
+        with object_store.open(destination_for(integration, box)) as store:
+            result = export_window(clickhouse, store, integration, request, state=state, log=log)
+    except CustomerFault as exc:
+        state.disable_blob_integration(project_id, error=str(exc))
+        state.record_cursor_error(cursor_sink(frequency), project_id, str(exc))
+        raise
+    except Exception as exc:
+        state.record_blob_error(project_id, f"{type(exc).__name__}: {exc}")
+        state.record_cursor_error(cursor_sink(frequency), project_id, f"{type(exc).__name__}: {exc}")
+        raise
+    cursor = state.finish_window(cursor_sink(frequency), project_id, window.start, window.end, run_id,
+                                 origin=origin or window.start)
+    state.mark_blob_run_finished(project_id, last_sync_at=cursor.last_sync_at)
+    return PartitionOutcome(True, "exported", result)

@@ -1,0 +1,1 @@
+"""Alembic environment; a package so that setuptools ships env.py with the code."""

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from exports_pipeline.commands import export_objects, integrations
 from exports_pipeline.settings import Settings, SettingsError, get_settings
 
 
@@ -110,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="seed the embedded ClickHouse and run the main job on embedded defaults")
     p.add_argument("--events-per-day", type=_positive, default=20_000)
     p.set_defaults(func=cmd_demo)
+
+    integrations.register(sub)
+    export_objects.register(sub)
     return parser
 
 

@@ -1,12 +1,12 @@
 """Synthetic, deterministic Langfuse `events_full` data, generated inside ClickHouse.
 
-Every row is computed by ClickHouse from `numbers(...)` (`INSERT INTO ... SELECT ... FROM numbers(a, b)`),
+Every row is computed by ClickHouse (`INSERT INTO ... SELECT ... FROM numbers_mt(a, b)`),
 so seeding runs at engine speed, not at Python speed. A row is a pure function of
 (seed, project index, day, row number within the project-day): re-running with the same arguments
 produces the same ids and the same content, timestamps included (nothing reads the clock: created_at,
 updated_at and event_ts are derived from start_time).
 
-Shape of the data (see the brief in the module tests for what later code relies on):
+Shape of the data (what later tests and the benchmark rely on; exports_pipeline_tests/events checks it):
 
 * `events_per_day` spans per project per UTC day, grouped into traces of 4–12 spans (sizes cycle through
   `TRACE_SIZES`; the last trace of a day can be shorter). Position 0 of a trace is its only root
@@ -20,14 +20,20 @@ Shape of the data (see the brief in the module tests for what later code relies 
   GENERATION rows; `name` and `status_message` use them on a hash-chosen subset.
 * `large_inputs_per_project` rows (default 2) on the first seeded day of each project get an input of
   about 1.2 MB (> 1 MB).
-* Versions, left unmerged: spans with `cityHash64(span_id) % 100 < 5` get a second version (newer
-  event_ts/updated_at, output prefixed with `UPDATED_PREFIX`, level 'WARNING' → 'DEFAULT' stays as is);
-  spans with `cityHash64(span_id) % 100 = 5` get a tombstone (is_deleted = 1, newer event_ts). See
-  `UPDATED_SQL` / `DELETED_SQL`. So `count()` = base + updated + deleted and `count() FINAL` =
-  base − deleted. Background merges of the table are stopped (`SYSTEM STOP MERGES`) so the versions stay
-  in separate parts while this engine session lasts; a later process may merge them, which drops
-  superseded update versions but keeps the tombstones (only `OPTIMIZE ... FINAL CLEANUP` removes those),
-  so `count() > count() FINAL` holds either way.
+* Versions, left unmerged: spans with `cityHash64(span_id) % 100 < 5` get a second version (event_ts and
+  updated_at 10 minutes later, output prefixed with `UPDATED_PREFIX`, everything else equal); spans with
+  `cityHash64(span_id) % 100 = 5` get a tombstone (is_deleted = 1, event_ts 20 minutes later). See
+  `UPDATED_SQL` / `DELETED_SQL` (both hash the span id, so tests can predict them). Base rows have
+  `event_ts = created_at`; later versions have `event_ts > created_at`. So `count()` = base + updated +
+  deleted and `count() FINAL` = base − deleted. The versions go in their own INSERT (own parts), and
+  background merges of the table are stopped (`SYSTEM STOP MERGES`, `stop_merges=True`) so they stay
+  unmerged while this engine session lasts. chDB forgets that on close, so a later process may merge
+  them: that drops the superseded base versions of updated spans but keeps the tombstones (measured:
+  after `OPTIMIZE TABLE ... FINAL`, count() = base rows, FINAL = base − deleted; only
+  `OPTIMIZE ... FINAL CLEANUP` removes tombstones), so `count() > count() FINAL` holds either way.
+* Speed: rows are generated in ClickHouse from `numbers_mt` (two generator streams on two cores) into
+  ≤ `chunk_rows` (1M) row INSERTs with one sink per core (`max_insert_threads`); `optimize_on_insert = 0` (an
+  INSERT never holds two versions of one key, so the insert-time collapse is pure cost, ≈2x measured).
 
 Seeding twice into the same table: **refused**. Before inserting, `seed()` counts existing rows of the
 requested project ids in the requested time range; if there are any it raises `SeedConflictError` and
@@ -40,8 +46,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from exports_pipeline.events.columns import INSERT_COLUMNS
 from exports_pipeline.events.ddl import qualified_name
@@ -160,7 +167,6 @@ class SeedStats:
     rows_per_second: float          # rows_inserted / seconds
     replaced_rows: int = 0          # rows deleted first when replace=True
     inserts: int = 0                # INSERT statements issued
-    extra: dict = field(default_factory=dict)
 
     @property
     def final_rows(self) -> int:
@@ -389,8 +395,10 @@ FROM
 def insert_sql(table: str, database: str | None = None, **kw) -> str:
     cols = ", ".join(f"`{c.name}`" for c in INSERT_COLUMNS)
     # optimize_on_insert = 0: one INSERT never holds two versions of a key, so the insert-time
-    # ReplacingMergeTree pass (a full sort-and-collapse of every block) is pure cost (measured ≈2x).
-    return (f"INSERT INTO {qualified_name(table, database)} ({cols})\nSETTINGS optimize_on_insert = 0\n"
+    # ReplacingMergeTree pass (a collapse over every sorted block) is pure cost (measured ≈2x on inserts).
+    threads = max(1, os.cpu_count() or 1)
+    return (f"INSERT INTO {qualified_name(table, database)} ({cols})\n"
+            f"SETTINGS optimize_on_insert = 0, max_insert_threads = {threads}\n"
             f"{_select_sql(**kw)}")
 
 
@@ -413,6 +421,8 @@ def seed(client, table: str, projects: int, days: int, events_per_day: int, star
         raise ValueError(f"events_per_day must be in 1..{MAX_EVENTS_PER_DAY}, got {events_per_day}")
     if chunk_rows < 1:
         raise ValueError("chunk_rows must be >= 1")
+    if large_inputs_per_project < 0:
+        raise ValueError("large_inputs_per_project must be >= 0")
     start = start or default_start(days)
     if isinstance(start, dt.datetime):
         start = start.date()

@@ -27,7 +27,7 @@ from exports_pipeline.state.models import (
     check_aware,
     check_choice,
     check_text,
-    truncate_error,
+    error_text,
     utcnow,
 )
 
@@ -104,8 +104,8 @@ class BatchExportsMixin(StoreBase):
 
     def fail_batch_export(self, id: str, log: str) -> BatchExport | None:
         """`log` is shown to the user: pass a readable message, not a traceback."""
-        check_text("log", log)
-        return self._transition(id, ["QUEUED", "PROCESSING"], status="FAILED", log=truncate_error(log),
+        text = error_text("log", log, empty="An internal error occurred")  # Langfuse's generic message
+        return self._transition(id, ["QUEUED", "PROCESSING"], status="FAILED", log=text,
                                 finished_at=utcnow())
 
     def cancel_batch_export(self, id: str) -> BatchExport | None:

@@ -21,7 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from exports_pipeline.state import tables as t
 from exports_pipeline.state.base import StoreBase
-from exports_pipeline.state.models import Cursor, check_aware, check_text, truncate_error, utcnow
+from exports_pipeline.state.models import Cursor, check_aware, check_text, error_text, utcnow
 
 
 def _insert(conn: sa.Connection, table: sa.Table):
@@ -128,13 +128,13 @@ class CursorsMixin(StoreBase):
         """Remember why the last attempt failed; the position is untouched (created empty if needed)."""
         check_text("sink", sink)
         check_text("project_id", project_id)
-        check_text("error", error)
+        text = error_text("error", error)
         now = utcnow()
         with self._write() as conn:
             _ensure_row(conn, sink, project_id, None, now)
             conn.execute(
                 sa.update(t.sync_cursors).where(_key(t.sync_cursors, sink, project_id)).values(
-                    last_error=truncate_error(error), last_error_at=now, updated_at=now,
+                    last_error=text, last_error_at=now, updated_at=now,
                 )
             )
             result = _load(conn, sink, project_id)

@@ -31,7 +31,7 @@ from exports_pipeline.state.models import (
     check_aware,
     check_choice,
     check_text,
-    truncate_error,
+    error_text,
     utcnow,
 )
 
@@ -145,12 +145,11 @@ class IntegrationsMixin(StoreBase):
     def _disable(self, kind: _Kind[M], project_id: str, error: str | None) -> M | None:
         values: dict[str, Any] = {"enabled": False}
         if error is not None:
-            values.update(last_error=truncate_error(error), last_error_at=utcnow())
+            values.update(last_error=error_text("error", error), last_error_at=utcnow())
         return self._update(kind, project_id, **values)
 
     def _record_error(self, kind: _Kind[M], project_id: str, error: str) -> M | None:
-        check_text("error", error)
-        return self._update(kind, project_id, last_error=truncate_error(error), last_error_at=utcnow())
+        return self._update(kind, project_id, last_error=error_text("error", error), last_error_at=utcnow())
 
     def _mark_synced(self, kind: _Kind[M], project_id: str, last_sync_at: datetime) -> M | None:
         check_aware("last_sync_at", last_sync_at, required=True)
@@ -205,7 +204,7 @@ class IntegrationsMixin(StoreBase):
         check_aware("next_sync_at", next_sync_at)
         values: dict[str, Any] = {"run_started_at": None}
         if error is not None:
-            values.update(last_error=truncate_error(error), last_error_at=utcnow())
+            values.update(last_error=error_text("error", error), last_error_at=utcnow())
         else:
             values.update(last_error=None, last_error_at=None)
         if last_sync_at is not None:

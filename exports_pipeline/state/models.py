@@ -41,8 +41,15 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def truncate_error(error: str) -> str:
-    return str(error)[:ERROR_MAX_CHARS]
+def error_text(name: str, error: str, *, empty: str = "(no message)") -> str:
+    """An error message fit for storage: at most 1000 chars (Langfuse's limit), never empty.
+
+    Lenient on purpose: this runs inside exception handlers, where refusing `str(exc) == ""` would
+    replace the real failure with our own.
+    """
+    if not isinstance(error, str):
+        raise ValueError(f"{name} must be a string, got {type(error).__name__}")
+    return (error or empty)[:ERROR_MAX_CHARS]
 
 
 def check_aware(name: str, value: datetime | None, *, required: bool = False) -> None:

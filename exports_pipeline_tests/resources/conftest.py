@@ -189,7 +189,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if action == "error":
             payload = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{rule.code}</Code>'
-                       f"<Message>{rule.message}</Message><RequestId>fault-proxy</RequestId></Error>").encode()
+                       f"<Message>{rule.message}</Message>"
+                       "<RequestId>fault-proxy</RequestId></Error>").encode()
             self.send_response(rule.status)
             self.send_header("Content-Type", "application/xml")
             self.send_header("Content-Length", "0" if self.command == "HEAD" else str(len(payload)))

@@ -141,6 +141,7 @@ def test_store_errors_do_not_echo_the_secret():
     with pytest.raises(Exception) as error:
         store.call("PutObject", "k", fail)
     assert "SignatureDoesNotMatch" in str(error.value) and SECRET not in str(error.value)
+    assert error.value.__cause__ is None and error.value.__context__ is None
     store.close()
 
 
@@ -148,3 +149,10 @@ def test_destinations_are_immutable():
     dest = Destination.from_url("s3://bucket/")
     with pytest.raises(Exception):
         dest.bucket = "other"  # type: ignore[misc]
+
+
+def test_blank_optional_fields_mean_not_set():
+    dest = Destination(scheme="s3", bucket="bucket", endpoint_url="", access_key_id="", secret_access_key="",
+                       sse="", sse_kms_key_id="")
+    assert (dest.endpoint_url, dest.access_key_id, dest.secret_access_key, dest.sse, dest.sse_kms_key_id) == (
+        None, None, None, None, None)

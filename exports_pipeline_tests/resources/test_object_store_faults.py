@@ -28,7 +28,8 @@ def payload(size: int, seed: int = 11) -> bytes:
 def test_a_500_on_one_upload_part_is_retried_and_the_object_is_whole(
         make_store, s3_bucket, s3_client, fault_proxy):
     fault_proxy.fail("UploadPart", nth=2, status=500, code="InternalError")
-    fault_proxy.fail("UploadPart", nth=3, status=503, code="SlowDown", message="Please reduce your request rate.")
+    fault_proxy.fail("UploadPart", nth=3, status=503, code="SlowDown",
+                     message="Please reduce your request rate.")
     store = make_store(s3_bucket, endpoint=fault_proxy.url, max_concurrency=1)
     key = unique_key()
     data = payload(16 * MiB)
@@ -145,7 +146,8 @@ def test_lost_complete_response_is_recognised_as_success(make_store, s3_bucket, 
     assert s3_client.get_object(Bucket=s3_bucket, Key=key)["Body"].read() == data
 
 
-def test_part_overflow_aborts_instead_of_truncating(make_store, s3_bucket, s3_client, fault_proxy, monkeypatch):
+def test_part_overflow_aborts_instead_of_truncating(
+        make_store, s3_bucket, s3_client, fault_proxy, monkeypatch):
     """Langfuse #17282 in miniature: 3 parts allowed, a tiny expected size, 16 MiB of data."""
     monkeypatch.setattr(sizing, "S3_MAX_PARTS", 3)
     store = make_store(s3_bucket, endpoint=fault_proxy.url, min_part_size=5 * MiB)

@@ -14,7 +14,12 @@ import zstandard
 from exports_pipeline.errors import CustomerFault, ObjectNotFound
 from exports_pipeline.resources.object_store import Destination, S3ObjectStore
 from exports_pipeline.resources.object_store.sizing import MiB
-from exports_pipeline_tests.resources.conftest import object_missing, pending_uploads, seed_objects, unique_key
+from exports_pipeline_tests.resources.conftest import (
+    object_missing,
+    pending_uploads,
+    seed_objects,
+    unique_key,
+)
 
 
 def odd_chunks(total: int, seed: int = 7) -> list[bytes]:

@@ -149,5 +149,6 @@ def test_bad_transition_arguments_name_the_field(store: StateStore):
     with pytest.raises(ValueError, match="status"):
         store.list_batch_exports(status="DONE")
     with pytest.raises(ValueError, match="log"):
-        store.fail_batch_export(batch.id, "")
+        store.fail_batch_export(batch.id, None)  # type: ignore[arg-type]
     assert store.get_batch_export(batch.id).status == "PROCESSING"
+    assert store.fail_batch_export(batch.id, "").log == "An internal error occurred"

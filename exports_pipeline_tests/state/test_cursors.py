@@ -151,5 +151,10 @@ def test_bad_input_names_the_field(store: StateStore):
     with pytest.raises(ValueError, match="sink"):
         store.finish_window("", "p", ORIGIN, ORIGIN + H, "r", origin=ORIGIN)
     with pytest.raises(ValueError, match="error"):
-        store.record_cursor_error("s", "p", "")
+        store.record_cursor_error("s", "p", None)  # type: ignore[arg-type]
     assert store.get_cursor("s", "p") is None, "nothing was written by the rejected calls"
+
+
+def test_empty_error_message_is_still_recorded(store: StateStore):
+    # str(exc) is often "" and this runs inside exception handlers: it must not raise instead.
+    assert store.record_cursor_error("s", "p", "").last_error == "(no message)"

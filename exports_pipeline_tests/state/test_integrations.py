@@ -153,6 +153,7 @@ def test_run_markers_and_errors(store: StateStore, box):
     failed = store.mark_blob_run_finished("p1", error="boom")
     assert failed.run_started_at is None and failed.last_error == "boom" and failed.last_error_at is not None
     assert store.record_blob_error("p1", "e" * 2000).last_error == "e" * 1000
+    assert store.record_blob_error("p1", "").last_error == "(no message)"
     ok = store.mark_blob_run_finished("p1", last_sync_at=T0, next_sync_at=T0 + timedelta(hours=1))
     assert ok.last_error is None and ok.last_error_at is None
     assert ok.last_sync_at == T0 and ok.next_sync_at == T0 + timedelta(hours=1)

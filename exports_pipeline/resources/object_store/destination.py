@@ -50,7 +50,7 @@ def validate_endpoint_url(url: str) -> str:
         )
     try:
         parts = urlsplit(url.strip())
-        port = parts.port  # raises ValueError for a non-numeric or out-of-range port
+        _ = parts.port  # raises ValueError for a non-numeric or out-of-range port
     except ValueError:
         raise ValueError(f"endpoint_url is not a valid URL: {shown}") from None
     if parts.scheme not in ("http", "https"):
@@ -59,7 +59,6 @@ def validate_endpoint_url(url: str) -> str:
         raise ValueError(f"endpoint_url has no host: {shown}")
     if parts.query or parts.fragment or url.rstrip().endswith(("?", "#")):
         raise ValueError(f"endpoint_url must not have a query or fragment: {shown}")
-    del port
     return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
 
 
@@ -87,7 +86,7 @@ class Destination(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise _config_error(exc, data.get("bucket")) from None
+            raise _config_error(exc) from None
 
     # ------------------------------------------------------------------------------ construction
 
@@ -112,10 +111,18 @@ class Destination(BaseModel):
         try:
             return cls(scheme=scheme, bucket=bucket, prefix=prefix, **opts)
         except ConfigError as exc:
-            raise ConfigError(f"{exc} (destination {redact_url(url)})".replace(
-                f" for bucket {bucket!r}", "", 1), field=exc.field) from None
+            raise ConfigError(f"{exc} (destination {redact_url(url)})", field=exc.field) from None
 
     # -------------------------------------------------------------------------------- validation
+
+    @field_validator("endpoint_url", "access_key_id", "secret_access_key", "sse", "sse_kms_key_id",
+                     mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        """Database rows and environment variables say "not set" with '' as often as with NULL."""
+        if isinstance(value, SecretStr):
+            return None if value.get_secret_value() == "" else value
+        return None if value == "" else value
 
     @field_validator("prefix")
     @classmethod
@@ -129,7 +136,7 @@ class Destination(BaseModel):
     @field_validator("endpoint_url")
     @classmethod
     def _check_endpoint(cls, url: str | None) -> str | None:
-        return None if url is None or url == "" else validate_endpoint_url(url)
+        return None if url is None else validate_endpoint_url(url)
 
     @field_validator("region")
     @classmethod
@@ -207,7 +214,7 @@ def _invalid(field: str, message: str) -> PydanticCustomError:
     return PydanticCustomError("destination", message.replace("{", "(").replace("}", ")"), {"field": field})
 
 
-def _config_error(exc: ValidationError, bucket: Any) -> ConfigError:
+def _config_error(exc: ValidationError) -> ConfigError:
     """A ConfigError naming the field; built from pydantic's messages only, never the input values."""
     problems = []
     first_field = None
@@ -216,5 +223,4 @@ def _config_error(exc: ValidationError, bucket: Any) -> ConfigError:
         first_field = first_field or field
         message = str(error["msg"]).removeprefix("Value error, ")
         problems.append(message if message.startswith(field) else f"{field}: {message}")
-    where = f" for bucket {bucket!r}" if isinstance(bucket, str) else ""
-    return ConfigError(f"invalid destination{where}: " + "; ".join(problems), field=first_field)
+    return ConfigError("invalid destination: " + "; ".join(problems), field=first_field or None)

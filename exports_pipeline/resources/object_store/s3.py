@@ -4,8 +4,8 @@ One boto3 client per store with botocore's retries off (``total_max_attempts=1``
 through ``call_with_retries`` so retries are classified and logged. Checksums are sent only when an
 operation requires them (``when_required``) because several S3-compatible stores reject the
 flexible-checksum headers boto3 ≥ 1.36 sends by default (boto/s3transfer#327); uploads carry a
-``Content-MD5`` instead, which every S3 implementation verifies, and which also turns payload signing off
-over HTTPS (TLS plus MD5 protect the body).
+``Content-MD5`` instead, which S3 and its compatibles all verify, and which lets botocore skip payload
+signing over HTTPS (TLS plus MD5 protect the body).
 """
 
 from __future__ import annotations
@@ -65,7 +65,11 @@ class S3ObjectStore(ObjectStore):
 
     def call(self, operation: str, key: str | None, fn: Callable[[], T], *,
              cancel: threading.Event | None = None) -> T:
-        """``fn()`` (one S3 request) with our retries; every failure leaves as an ``ExportsError``."""
+        """``fn()`` (one S3 request) with our retries.
+
+        Every S3/botocore failure leaves as an ``ExportsError`` subclass naming operation, target and
+        code; anything else (a bug of ours) propagates untouched.
+        """
         target = self.uri(key) if key is not None else f"s3://{self.bucket}"
 
         def attempt() -> T:
@@ -86,8 +90,15 @@ class S3ObjectStore(ObjectStore):
                 fault = _unclassified(exc, operation, target)
             return self._scrub(fault) if fault is not None else None
 
-        return call_with_retries(attempt, policy=self.policy, classify=classify,
-                                 what=f"S3 {operation} {target}", cancel=cancel)
+        try:
+            return call_with_retries(attempt, policy=self.policy, classify=classify,
+                                     what=f"S3 {operation} {target}", cancel=cancel)
+        except ExportsError as fault:
+            if self._secret and self._secret in str(fault.__cause__):
+                # the chained botocore error would show it in the Dagster UI
+                fault.__cause__ = fault.__context__ = None
+                fault.__suppress_context__ = True
+            raise
 
     def _scrub(self, fault: ExportsError) -> ExportsError:
         """Belt and braces: no message leaves with the secret key in it, whatever the server echoed."""
@@ -261,11 +272,8 @@ def _make_client(destination: Destination, settings: StoreSettings) -> Any:
     return session.client("s3", endpoint_url=destination.endpoint_url, config=config)
 
 
-def _unclassified(exc: BaseException, operation: str, target: str) -> ExportsError:
+def _unclassified(exc: ClientError | BotoCoreError, operation: str, target: str) -> ExportsError:
     """An S3 error we do not recognise: neither retried nor blamed on the customer, but named."""
-    fault = classify_s3_error(exc, operation=operation, target=target)
-    if fault is not None:
-        return fault
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")

@@ -128,8 +128,9 @@ class S3Writer(ObjectWriter):
         if self._upload_id is None:
             return
         upload_id = self._upload_id
+        client = self._store.client
         try:
-            self._store.call("AbortMultipartUpload", self.key, lambda: self._store.client.abort_multipart_upload(
+            self._store.call("AbortMultipartUpload", self.key, lambda: client.abort_multipart_upload(
                 Bucket=self._store.bucket, Key=self.key, UploadId=upload_id))
         except ExportsError as exc:
             if exc.code != "NoSuchUpload":
@@ -203,7 +204,7 @@ class S3Writer(ObjectWriter):
         self._cancel.set()
 
     def _put_whole(self) -> str | None:
-        body = bytes(self._buffer)
+        body = self._buffer
         content_md5 = base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode()
         args: dict[str, Any] = {"Bucket": self._store.bucket, "Key": self.key, "Body": body,
                                 "ContentType": self.content_type, "ContentMD5": content_md5,

@@ -92,6 +92,8 @@ def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
             print(f"exports-pipeline: deleting under {group.destination.url} failed after {done} of "
                   f"{len(group.entries)} object(s): {exc}; the remaining rows are kept, re-run to retry",
                   file=sys.stderr)
+        if group.destination.scheme == "file":
+            _prune_empty_directories(group.destination.bucket, [e.bucket_path for e in group.entries[:done]])
         objects += done
         print(f"{group.destination.url}: deleted {done} of {len(group.entries)} object(s)")
     kept = len(entries) - rows
@@ -155,6 +157,18 @@ class _Refused(Exception):
 
 def _where(bucket_name: str) -> str:
     return f"directory {bucket_name}" if bucket_name.startswith("/") else f"s3://{bucket_name}"
+
+
+def _prune_empty_directories(root: str, keys: list[str]) -> None:
+    """Remove the sub-directories the deleted files leave empty (never `root` itself), as S3 has no folders."""
+    folders = {os.path.dirname(key) for key in keys if "/" in key}
+    for folder in sorted(folders, key=lambda f: f.count("/"), reverse=True):
+        while folder:
+            try:
+                os.rmdir(os.path.join(root, *folder.split("/")))
+            except OSError:  # not empty (or already gone): its parents are not empty either
+                break
+            folder = os.path.dirname(folder)
 
 
 def _chunks(items: list, size: int):

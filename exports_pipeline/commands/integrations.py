@@ -154,7 +154,8 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
         error = row["last_error"] or "-"
         row["last_error"] = error if len(error) <= 60 else error[:59] + "…"
     print_table(rows, ("project", "kind", "destination", "endpoint", "frequency", "formats", "compression", "mode",
-                       "start_date", "enabled", "last_sync_at", "last_error", "access_key_id", "secret"))
+                       "start_date", "enabled", "last_sync_at", "last_error", "access_key_id", "secret"),
+                out=sys.stdout)  # print_table's default is bound at import, before any redirection
     return 0
 
 
@@ -231,8 +232,9 @@ def cmd_remove(args: argparse.Namespace, settings: Settings) -> int:
           f"To delete them: `exports-pipeline export-objects delete --project {project}` "
           "(a dry run; add --yes to delete)")
     if remote:
-        print(f"note: {remote} of them are in S3, which export-objects reaches with the integration's endpoint and "
-              f"credentials: re-add the integration (destination {_destination_url(existing)}) before deleting them")
+        again = f" (it was {_destination_url(existing)})" if existing.type != "LOCAL" else ""
+        print(f"note: {remote} of them are in S3, which export-objects reaches only with an integration's endpoint "
+              f"and credentials: re-add an integration pointing at that bucket{again} to delete them")
     return 0
 
 

@@ -69,8 +69,8 @@ def build_export_asset(frequency: str, partitions_start: str) -> dg.AssetsDefini
                 partition_key=str(context.partition_key), run_id=context.run_id, log=context.log.info,
             )
         except (CustomerFault, ConfigError) as exc:
-            raise dg.Failure(description=f"{type(exc).__name__}: {exc} (the integration was disabled)"
-                             if isinstance(exc, CustomerFault) else str(exc), allow_retries=False) from None
+            raise dg.Failure(description=f"{type(exc).__name__}: {exc} (the integration was disabled; fix it and "
+                             "run `exports-pipeline integrations enable`)", allow_retries=False) from None
         if not outcome.exported:
             # Nothing was written: the partition must not show as materialized, and the run says why.
             context.instance.add_run_tags(context.run_id, {"exports/skipped": outcome.reason[:250]})

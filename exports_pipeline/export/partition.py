@@ -82,7 +82,7 @@ def export_partition(
     try:
         with object_store.open(destination_for(integration, box)) as store:
             result = export_window(clickhouse, store, integration, request, state=state, log=log)
-    except CustomerFault as exc:
+    except (CustomerFault, ConfigError) as exc:  # the stored configuration is the customer's to fix
         state.disable_blob_integration(project_id, error=str(exc))
         state.record_cursor_error(cursor_sink(frequency), project_id, str(exc))
         raise

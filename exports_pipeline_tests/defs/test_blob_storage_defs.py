@@ -1,0 +1,217 @@
+"""The Dagster side of object-storage exports: partitions, runs, checks, faults, cursor, sensor, schedule."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+
+import dagster as dg
+import pytest
+
+from exports_pipeline.defs.blob_storage import build_blob_storage_defs, plan_history_requests, plan_id
+from exports_pipeline.defs.partitions import check_project_id
+from exports_pipeline.export.partition import cursor_sink
+from exports_pipeline.resources.clickhouse import ClickHouseResource
+from exports_pipeline.resources.object_store.resource import ObjectStoreResource
+from exports_pipeline.state.models import BlobIntegration
+from exports_pipeline.state.store import StateStore
+from exports_pipeline_tests.export.conftest import seeded  # noqa: F401  (fixture)
+from exports_pipeline_tests.resources.conftest import fault_proxy  # noqa: F401  (fixture)
+
+START = "2026-10-01"
+DAY1, DAY2, DAY3 = "2026-11-02", "2026-11-03", "2026-11-04"
+
+
+@pytest.fixture
+def env(seeded, tmp_path):
+    state = StateStore(database_url=f"sqlite:///{tmp_path / 'state.db'}")
+    blob = build_blob_storage_defs(START, settle_minutes=15)
+    resources = {"clickhouse": seeded, "state": state,
+                 "object_store": ObjectStoreResource(min_part_size_mb=5, default_part_size_mb=5,
+                                                     backoff_base_seconds=0.01, backoff_max_seconds=0.05)}
+    defs = dg.Definitions(assets=blob["assets"], jobs=blob["jobs"], schedules=blob["schedules"],
+                          sensors=blob["sensors"], resources=resources)
+    out = tmp_path / "bucket"
+    out.mkdir()
+    with dg.instance_for_test() as instance:
+        yield {"defs": defs, "state": state, "instance": instance, "out": out, "resources": resources}
+
+
+def add_local(env, project="proj-1", frequency="daily", **kw):
+    integ = BlobIntegration(project_id=project, type="LOCAL", bucket_name=str(env["out"]), export_frequency=frequency,
+                            file_types=kw.pop("file_types", ("jsonl", "parquet")), **kw)
+    env["state"].upsert_blob_integration(integ)
+    env["instance"].add_dynamic_partitions(f"blob_storage_projects_{frequency}", [project])
+    return integ
+
+
+def run(env, key, frequency="daily"):
+    job = env["defs"].get_job_def(f"blob_storage_export_{frequency}_job")
+    return job.execute_in_process(partition_key=key, instance=env["instance"], raise_on_error=False)
+
+
+def test_partition_run_exports_and_reports(env):
+    add_local(env)
+    result = run(env, f"{DAY1}|proj-1")
+    assert result.success
+    (mat,) = result.asset_materializations_for_node("blob_storage_export_daily")
+    meta = {k: v.value for k, v in mat.metadata.items()}
+    manifest_path = env["out"] / "proj-1/events/daily/2026-11-02T00-00-00Z_2026-11-03T00-00-00Z/manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert meta["dagster/uri"] == f"file://{manifest_path}"
+    assert meta["dagster/partition_row_count"] == manifest["source"]["row_count"] > 1000
+    assert meta["files"] == len(manifest["files"]) == 2
+    assert meta["bytes"] == sum(f["bytes"] for f in manifest["files"])
+    assert meta["seconds"] > 0 and meta["rows_per_second"] > 0
+    (check,) = result.get_asset_check_evaluations()
+    assert check.passed and check.metadata["clickhouse_row_count"].value == manifest["source"]["row_count"]
+    tags = env["instance"].get_run_by_id(result.run_id).tags
+    assert tags["exports/sink"] == "object_storage" and tags["dagster/partition/project"] == "proj-1"
+    cursor = env["state"].get_cursor(cursor_sink("daily"), "proj-1")
+    assert cursor.last_sync_at == dt.datetime(2026, 11, 3, tzinfo=dt.UTC)
+
+
+def test_partition_without_enabled_integration_writes_nothing_and_says_why(env):
+    add_local(env)
+    env["state"].disable_blob_integration("proj-1")
+    result = run(env, f"{DAY1}|proj-1")
+    assert not result.success
+    assert "disabled" in env["instance"].get_run_by_id(result.run_id).tags["exports/skipped"]
+    assert list(env["out"].iterdir()) == []
+    assert result.asset_materializations_for_node("blob_storage_export_daily") == []
+
+
+def test_customer_fault_fails_without_retry_and_disables_the_integration(env, fault_proxy, moto_endpoint):
+    fault_proxy.fail_all(status=403, code="AccessDenied")
+    integ = BlobIntegration(project_id="proj-1", type="S3_COMPATIBLE", bucket_name="some-bucket",
+                            endpoint=fault_proxy.url, force_path_style=True, export_frequency="daily",
+                            file_types=("jsonl",))
+    env["state"].upsert_blob_integration(integ)
+    env["instance"].add_dynamic_partitions("blob_storage_projects_daily", ["proj-1"])
+    result = run(env, f"{DAY1}|proj-1")
+    assert not result.success
+    retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert retries == []
+    stored = env["state"].get_blob_integration("proj-1")
+    assert stored.enabled is False and "AccessDenied" in stored.last_error and stored.last_error_at is not None
+
+
+def test_s3_5xx_on_a_part_is_retried_and_the_run_succeeds(env, fault_proxy, s3_bucket):
+    fault_proxy.fail("PutObject", nth=1, times=1, status=500)
+    integ = BlobIntegration(project_id="proj-1", type="S3_COMPATIBLE", bucket_name=s3_bucket,
+                            endpoint=fault_proxy.url, force_path_style=True, export_frequency="daily",
+                            file_types=("parquet",))
+    env["state"].upsert_blob_integration(integ)
+    env["instance"].add_dynamic_partitions("blob_storage_projects_daily", ["proj-1"])
+    result = run(env, f"{DAY1}|proj-1")
+    assert result.success
+    assert fault_proxy.count("PutObject") >= 3  # the failed one, its retry, the manifest
+    assert env["state"].get_blob_integration("proj-1").enabled
+
+
+def test_cursor_advances_over_contiguous_windows_only(env):
+    add_local(env, file_types=("jsonl",))
+    sink = cursor_sink("daily")
+    assert run(env, f"{DAY1}|proj-1").success
+    assert run(env, f"{DAY3}|proj-1").success
+    assert env["state"].get_cursor(sink, "proj-1").last_sync_at == dt.datetime(2026, 11, 3, tzinfo=dt.UTC)
+    assert run(env, f"{DAY2}|proj-1").success
+    assert env["state"].get_cursor(sink, "proj-1").last_sync_at == dt.datetime(2026, 11, 5, tzinfo=dt.UTC)
+
+
+def test_schedule_tick_gives_one_run_per_project(env):
+    add_local(env, "proj-1")
+    add_local(env, "proj-2")
+    schedule = env["defs"].get_schedule_def("blob_storage_export_daily_schedule")
+    assert schedule.cron_schedule == "15 0 * * *"
+    ctx = dg.build_schedule_context(instance=env["instance"],
+                                    scheduled_execution_time=dt.datetime(2026, 11, 5, 0, 15, tzinfo=dt.UTC))
+    requests = list(schedule.evaluate_tick(ctx).run_requests)
+    assert sorted(r.partition_key for r in requests) == ["2026-11-04|proj-1", "2026-11-04|proj-2"]
+    assert len({r.run_key for r in requests}) == 2
+
+
+# ----------------------------------------------------------------------------------------------- sensor
+
+
+def sensor_tick(env, cursor=None):
+    sensor = env["defs"].get_sensor_def("blob_storage_integrations_sensor")
+    ctx = dg.build_sensor_context(instance=env["instance"], cursor=cursor, resources=env["resources"],
+                                  definitions=env["defs"])
+    return sensor(ctx)
+
+
+def test_sensor_keeps_project_dimension_equal_to_enabled_integrations(env):
+    add_local(env, "proj-1", "daily")
+    add_local(env, "proj-2", "hourly")
+    env["state"].upsert_blob_integration(BlobIntegration(project_id="proj-9", type="LOCAL", bucket_name=str(env["out"]),
+                                                         export_frequency="daily", enabled=False))
+    env["instance"].add_dynamic_partitions("blob_storage_projects_daily", ["gone"])
+    env["instance"].delete_dynamic_partition("blob_storage_projects_daily", "proj-1")
+    result = sensor_tick(env)
+    reqs = {(type(r).__name__, r.partitions_def_name, tuple(r.partition_keys)) for r in result.dynamic_partitions_requests}
+    assert reqs == {("AddDynamicPartitionsRequest", "blob_storage_projects_daily", ("proj-1",)),
+                    ("DeleteDynamicPartitionsRequest", "blob_storage_projects_daily", ("gone",))}
+
+
+def test_sensor_requests_full_history_from_first_event_oldest_first_and_never_twice(env):
+    add_local(env, "proj-1", "daily")
+    first = sensor_tick(env)
+    keys = [r.partition_key for r in first.run_requests]
+    assert keys[0] == f"{DAY1}|proj-1"  # FULL_HISTORY starts at the project's first event, not the epoch
+    assert keys == sorted(keys) and len(keys) == len(set(keys))
+    second = sensor_tick(env, first.cursor)
+    assert {r.run_key for r in second.run_requests}.isdisjoint({r.run_key for r in first.run_requests})
+    assert [r.partition_key for r in second.run_requests] == [] or \
+        min(r.partition_key for r in second.run_requests) > max(keys)
+
+
+def test_sensor_requests_nothing_for_a_project_without_events_until_it_has_some(env):
+    add_local(env, "proj-empty", "daily")
+    result = sensor_tick(env)
+    assert result.run_requests == []
+    assert json.loads(result.cursor)["daily"] == {}
+
+
+def test_sensor_custom_date_and_mode_change_replans(env):
+    start = dt.datetime(2026, 11, 10, tzinfo=dt.UTC)
+    add_local(env, "proj-1", "daily", export_mode="FROM_CUSTOM_DATE", export_start_date=start)
+    first = sensor_tick(env)
+    assert first.run_requests[0].partition_key == "2026-11-10|proj-1"
+    env["state"].upsert_blob_integration(BlobIntegration(project_id="proj-1", type="LOCAL",
+                                                         bucket_name=str(env["out"]), export_frequency="daily",
+                                                         file_types=("jsonl",)))
+    second = sensor_tick(env, first.cursor)
+    assert second.run_requests[0].partition_key == f"{DAY1}|proj-1"
+    assert {r.run_key for r in second.run_requests}.isdisjoint({r.run_key for r in first.run_requests})
+
+
+def _integration(project, mode="FULL_HISTORY", start=None):
+    return BlobIntegration(project_id=project, type="LOCAL", bucket_name="/tmp", export_frequency="hourly",
+                           export_mode=mode, export_start_date=start)
+
+
+def test_history_planning_is_bounded_per_tick_and_resumes_oldest_first():
+    now = dt.datetime(2026, 11, 3, 12, 30, tzinfo=dt.UTC)
+    integs = [_integration("a"), _integration("b")]
+    first_window = {"a": dt.datetime(2026, 11, 3, 0, tzinfo=dt.UTC), "b": dt.datetime(2026, 11, 3, 6, tzinfo=dt.UTC)}
+    kwargs = dict(frequency="hourly", integrations=integs, first_window=first_window,
+                  partitions_start=dt.datetime(2026, 1, 1, tzinfo=dt.UTC), now=now, settle=dt.timedelta(minutes=15),
+                  limit=5, time_fmt="%Y-%m-%d-%H:%M", job_name="j")
+    reqs, cursor = plan_history_requests(cursor={}, **kwargs)
+    assert [r.partition_key for r in reqs] == [f"2026-11-03-0{h}:00|a" for h in range(5)]
+    seen = [r.partition_key for r in reqs]
+    while reqs:
+        reqs, cursor = plan_history_requests(cursor=cursor, **kwargs)
+        seen += [r.partition_key for r in reqs]
+    # a: 00..11 (12:00 is still settling at 12:30 -> schedule's), b: 06..11
+    assert len(seen) == len(set(seen)) == 12 + 6
+    assert max(seen) == "2026-11-03-11:00|b"
+    assert plan_id(_integration("a")) != plan_id(_integration("a", "FROM_CUSTOM_DATE", now))
+
+
+@pytest.mark.parametrize("bad", ["a|b", "has space", "x,y", "", "[x]", "a/b"])
+def test_project_ids_dagster_cannot_use_are_refused(bad):
+    with pytest.raises(ValueError, match="partition key"):
+        check_project_id(bad)

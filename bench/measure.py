@@ -58,6 +58,12 @@ def native_path(fmt_name: str, window: str) -> str:
     return os.path.join(NATIVE_DIR, f"{window}.{get_format(fmt_name).extension}")
 
 
+def cpu_seconds() -> float:
+    """User + system CPU of this process, all threads (chDB's included)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
@@ -85,13 +91,13 @@ def run_native(fmt_name: str, window: str, rows: int) -> dict:
     if os.path.exists(path):
         os.unlink(path)
     rss0 = peak_rss_mib()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_seconds()
     size = ch.export_to_file(sql, fmt.clickhouse_format, path, params, settings=settings,
                              tags=query_tags(sink="bench-native"))
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     if not fmt.text:
         rows = pq.read_metadata(path).num_rows
-    return {"rows": rows, "bytes": size, "seconds": seconds, "rss_before_mb": rss0, "files": 1}
+    return {"rows": rows, "bytes": size, "seconds": seconds, "rss_before_mb": rss0, "cpu_s": cpu, "files": 1}
 
 
 def _ours(fmt_name: str, window: str, integration: BlobIntegration, box: SecretBox | None) -> dict:
@@ -100,18 +106,18 @@ def _ours(fmt_name: str, window: str, integration: BlobIntegration, box: SecretB
     request = _request(window)
     notes: list[str] = []
     rss0 = peak_rss_mib()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_seconds()
     store = ObjectStoreResource().open(destination_for(integration, box))
     with store:
         result = export_window(ch, store, integration, request, log=notes.append)
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, cpu_seconds() - c0
         if integration.type == "S3":  # keep moto's memory flat across runs
             store.delete_keys(store.list_keys(f"{PROJECT}/"))
     subranges = None
     for note in notes:  # "<partition>: N rows, ~M MiB, K sub-range(s)"
         if "sub-range" in note:
             subranges = int(note.rsplit(",", 1)[-1].split()[0])
-    return {"rows": result.rows, "bytes": result.bytes, "seconds": seconds, "rss_before_mb": rss0,
+    return {"rows": result.rows, "bytes": result.bytes, "seconds": seconds, "rss_before_mb": rss0, "cpu_s": cpu,
             "files": len(result.files), "subranges": subranges}
 
 
@@ -144,16 +150,16 @@ def run_boto_upload(fmt_name: str, window: str, rows: int, endpoint: str, bucket
     if not get_format(fmt_name).text:
         rows = pq.read_metadata(path).num_rows
     rss0 = peak_rss_mib()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_seconds()
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=ACCESS_KEY,
                       aws_secret_access_key=SECRET_KEY)
     s3.upload_file(path, bucket, key)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     head = s3.head_object(Bucket=bucket, Key=key)
     if head["ContentLength"] != size:
         raise RuntimeError(f"uploaded {head['ContentLength']} bytes, expected {size}")
     s3.delete_object(Bucket=bucket, Key=key)
-    return {"rows": rows, "bytes": size, "seconds": seconds, "rss_before_mb": rss0, "files": 1}
+    return {"rows": rows, "bytes": size, "seconds": seconds, "rss_before_mb": rss0, "cpu_s": cpu, "files": 1}
 
 
 def measure(case: str, fmt_name: str, window: str = "day", endpoint: str | None = None,
@@ -182,7 +188,7 @@ def measure(case: str, fmt_name: str, window: str = "day", endpoint: str | None 
         "seconds": round(seconds, 3), "rows_per_s": round(out["rows"] / seconds), "mb_per_s":
         round(out["bytes"] / 1e6 / seconds, 1), "peak_rss_mb": round(peak_rss_mib(), 1),
         "rss_before_mb": round(out["rss_before_mb"], 1), "files": out.get("files"),
-        "subranges": out.get("subranges"),
+        "subranges": out.get("subranges"), "cpu_s": round(out["cpu_s"], 2),
     }
 
 

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from exports_pipeline.commands import export_objects, integrations
 from exports_pipeline.settings import Settings, SettingsError, get_settings
@@ -30,8 +28,9 @@ def _positive(text: str) -> int:
     return int(text)
 
 
-def print_table(rows: Sequence[dict], columns: Sequence[str], out=sys.stdout) -> None:
+def print_table(rows: Sequence[dict], columns: Sequence[str], out=None) -> None:
     """A plain aligned text table (numbers right-aligned)."""
+    out = out or sys.stdout
     cells = [[_cell(r.get(c)) for c in columns] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
     numeric = [all(isinstance(r.get(c), int | float) for r in rows) and rows for c in columns]

@@ -6,6 +6,7 @@ run it makes shows up afterwards in `make dev`.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import time
@@ -63,9 +64,39 @@ def seed_if_empty(settings: Settings, events_per_day: int) -> None:
     )
 
 
+DEMO_INTEGRATIONS = (
+    # project, frequency, formats, compression
+    ("proj-1", "daily", ("parquet", "csv"), "none"),
+    ("proj-2", "hourly", ("jsonl",), "gzip"),
+    ("proj-3", "daily", ("parquet", "csv"), "none"),
+)
+
+
+def configure_integrations(settings: Settings, state, bucket: Path) -> None:
+    """The demo's exports, to a local directory standing in for the bucket."""
+    from exports_pipeline.state.models import BlobIntegration
+
+    bucket.mkdir(parents=True, exist_ok=True)
+    for project, frequency, formats, compression in DEMO_INTEGRATIONS:
+        state.upsert_blob_integration(BlobIntegration(
+            project_id=project, type="LOCAL", bucket_name=str(bucket), export_frequency=frequency,
+            file_types=formats, compression=compression, export_mode="FULL_HISTORY"))
+
+
+def complete_windows(frequency: str, days: list) -> list[str]:
+    """Time partition keys of the complete windows inside the seeded days."""
+    keys = []
+    for day in days:
+        if frequency == "daily":
+            keys.append(day.isoformat())
+        else:
+            keys.extend(f"{day.isoformat()}-{hour:02d}:00" for hour in range(24))
+    return keys
+
+
 def run_demo(settings: Settings, events_per_day: int) -> int:
     from exports_pipeline.cli import print_table
-    from exports_pipeline.definitions import build_definitions
+    from exports_pipeline.definitions import build_definitions, build_resources
     from exports_pipeline.settings import mask_url
     from exports_pipeline.state.migrate import upgrade
 
@@ -78,13 +109,47 @@ def run_demo(settings: Settings, events_per_day: int) -> int:
     home = dagster_home(settings)
     instance = dg.DagsterInstance.from_config(str(home))
     defs = build_definitions(settings)
-    result = defs.get_job_def("source_profile_job").execute_in_process(instance=instance)
-    if not result.success:
+    resources = build_resources(settings)
+    bucket = settings.home / "bucket"
+    configure_integrations(settings, resources["state"], bucket)
+
+    profile = defs.resolve_job_def("source_profile_job").execute_in_process(instance=instance)
+    if not profile.success:
         print("the source profile run failed")
         return 1
-    materialization = result.asset_materializations_for_node("events_source_profile")[0]
-    records = [r.data for r in materialization.metadata["profile"].records]
-    print(f"\nevents_source_profile (Dagster run {result.run_id}, instance {home}):")
-    print_table(records, [c for c in records[0]] if records else ["project_id"])
-    print(f"\ndemo finished in {time.monotonic() - started:.1f} s; `make dev` shows this run at http://127.0.0.1:3000")
-    return 0
+    records = [r.data for r in profile.asset_materializations_for_node("events_source_profile")[0]
+               .metadata["profile"].records]
+    print(f"\nevents_source_profile (run {profile.run_id}):")
+    print_table(records, list(records[0]) if records else ["project_id"])
+    days = sorted({dt.date.fromisoformat(r["day"]) for r in records})
+
+    rows, failed = [], 0
+    for project, frequency, _formats, _compression in DEMO_INTEGRATIONS:
+        instance.add_dynamic_partitions(f"blob_storage_projects_{frequency}", [project])
+        job = defs.resolve_job_def(f"blob_storage_export_{frequency}_job")
+        for window in complete_windows(frequency, days):
+            key = f"{window}|{project}"
+            result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False)
+            mats = result.asset_materializations_for_node(f"blob_storage_export_{frequency}")
+            checks = result.get_asset_check_evaluations()
+            if not result.success or not mats:
+                failed += 1
+                print(f"{key}: run {result.run_id} failed")
+                continue
+            meta = {k: v.value for k, v in mats[0].metadata.items()}
+            rows.append({"partition": key, "rows": meta["dagster/partition_row_count"], "files": meta["files"],
+                         "bytes": meta["bytes"], "seconds": meta["seconds"], "rows/s": meta["rows_per_second"],
+                         "check": "pass" if checks and all(c.passed for c in checks) else "FAIL"})
+    print(f"\nobject-storage exports ({len(rows)} windows through Dagster; checks compare each manifest with "
+          "ClickHouse):")
+    daily = [r for r in rows if "-" not in r["partition"].split("|")[0][8:]]
+    hourly = [r for r in rows if r not in daily]
+    print_table(daily + hourly[:6], ["partition", "rows", "files", "bytes", "seconds", "rows/s", "check"])
+    if len(hourly) > 6:
+        total = {k: sum(r[k] for r in hourly) for k in ("rows", "files", "bytes")}
+        print(f"... and {len(hourly) - 6} more hourly windows; all {len(hourly)} hourly windows: "
+              f"{total['rows']:,} rows, {total['files']:,} files, {total['bytes']:,} bytes")
+    print(f"\nfiles are under {bucket} (one folder per project/frequency/window, manifest.json written last)")
+    bad_checks = [r["partition"] for r in rows if r["check"] != "pass"]
+    print(f"demo finished in {time.monotonic() - started:.1f} s; `make dev` shows these runs at http://127.0.0.1:3000")
+    return 1 if failed or bad_checks else 0

@@ -1,0 +1,258 @@
+"""The whole benchmark: prepare data, start moto, measure every (case, format) in fresh processes.
+
+    python -m bench.run_all [--reps 3] [--reps-4x 1] [--budget-min 14] [--formats csv,jsonl,parquet]
+
+Round 1 measures everything once (the day window for all four cases, then our local export of the
+4-day window); further rounds repeat the day-window cases (and the 4-day one, up to `--reps-4x`) while
+the projected finish stays inside `--budget-min`. Reported figures are medians over the rounds run.
+Results also go to `bench/out/results.json`. moto's S3 server runs in its own process and is stopped
+at the end, error or not.
+
+Ratios are speed ratios on the same window (rows/s of ours ÷ rows/s of the reference; every case
+exports the same rows, so this is also time_ref ÷ time_ours). The CPU ratio beside it (CPU seconds of
+the reference ÷ ours, all threads) is less sensitive to other load on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+from bench.prepare import BENCH_DIR, OUT_DIR, prepare
+
+ROOT = os.path.dirname(BENCH_DIR)
+RESULTS = os.path.join(OUT_DIR, "results.json")
+FORMATS = ("csv", "jsonl", "parquet")
+CASES = ("native", "ours_local", "boto_upload", "ours_s3")
+LABEL = {"native": "(a) native INTO OUTFILE", "ours_local": "(b) ours -> local dir",
+         "boto_upload": "(c) boto3 upload_file", "ours_s3": "(d) ours -> moto S3"}
+TARGET_BA = {"csv": 0.7, "jsonl": 0.7, "parquet": 0.5}
+TARGET_DC = 0.8
+RSS_TOLERANCE = 0.20
+BUCKET = "bench"
+MEASURE_TIMEOUT = 900
+
+
+# ------------------------------------------------------------------------------------------------ moto
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Moto:
+    """`python -m moto.server` in its own process (its memory is not the measured process's)."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.log = open(os.path.join(OUT_DIR, "moto.log"), "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"moto server exited with {self.proc.returncode}; see {self.log.name}")
+            try:
+                urllib.request.urlopen(self.endpoint + "/moto-api/", timeout=2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("moto server did not answer within 60 s") from None
+                time.sleep(0.2)
+
+    def peak_rss_mb(self) -> float | None:
+        try:
+            with open(f"/proc/{self.proc.pid}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            return None
+        return None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def create_bucket(endpoint: str) -> None:
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
+                      aws_secret_access_key="testing")
+    s3.create_bucket(Bucket=BUCKET)
+
+
+# ------------------------------------------------------------------------------------------- measuring
+
+
+def measure(case: str, fmt: str, window: str, endpoint: str) -> dict:
+    cmd = [sys.executable, "-m", "bench.measure", "--case", case, "--format", fmt, "--window", window,
+           "--endpoint", endpoint, "--bucket", BUCKET]
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "EXPORTS_SCRATCH_DIR": os.path.join(OUT_DIR, "scratch")}
+    os.makedirs(env["EXPORTS_SCRATCH_DIR"], exist_ok=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=MEASURE_TIMEOUT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{case}/{fmt}/{window} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1]
+    result = json.loads(line)
+    result["process_seconds"] = round(time.perf_counter() - t0, 1)
+    return result
+
+
+def median_of(runs: list[dict]) -> dict:
+    """The per-field median of repeated runs of one (case, format, window)."""
+    first = runs[0]
+    out = {k: first[k] for k in ("case", "format", "window", "rows", "files", "subranges")}
+    out["bytes"] = int(statistics.median(r["bytes"] for r in runs))
+    for k in ("seconds", "rows_per_s", "mb_per_s", "peak_rss_mb", "cpu_s"):
+        out[k] = statistics.median(r[k] for r in runs)
+    out["runs"] = len(runs)
+    out["seconds_all"] = [r["seconds"] for r in runs]
+    out["peak_rss_all"] = [r["peak_rss_mb"] for r in runs]
+    return out
+
+
+# -------------------------------------------------------------------------------------------- reporting
+
+
+def verdict(value: float, ok: bool) -> str:
+    return f"{value:5.2f}  {'PASS' if ok else 'MISS'}"
+
+
+def report(med: dict, formats: list[str], out=print) -> dict:
+    summary: dict = {"ratios": {}, "rss_4x": {}}
+    for fmt in formats:
+        rows = [med.get((case, fmt, "day")) for case in CASES]
+        out("")
+        out(f"== {fmt} == day window, {rows[0]['rows'] if rows[0] else '?':,} rows "
+            f"(medians of {max((r['runs'] for r in rows if r), default=0)} runs)")
+        out(f"{'case':<26} {'rows/s':>9} {'MB/s':>7} {'MB':>7} {'seconds':>8} {'cpu s':>7} {'peak RSS MiB':>13}")
+        for case, r in zip(CASES, rows, strict=True):
+            if r is None:
+                out(f"{LABEL[case]:<26} {'(not run)':>9}")
+                continue
+            out(f"{LABEL[case]:<26} {r['rows_per_s']:>9,.0f} {r['mb_per_s']:>7.1f} {r['bytes'] / 1e6:>7.0f} "
+                f"{r['seconds']:>8.2f} {r['cpu_s']:>7.2f} {r['peak_rss_mb']:>13.0f}")
+        a, b, c, d = rows
+        ratios = {}
+        if a and b:
+            ba = b["rows_per_s"] / a["rows_per_s"]
+            ratios["b/a"] = {"value": round(ba, 3), "target": TARGET_BA[fmt], "pass": ba >= TARGET_BA[fmt],
+                             "cpu_ratio": round(a["cpu_s"] / b["cpu_s"], 3)}
+            out(f"b/a = {verdict(ba, ba >= TARGET_BA[fmt])}  (target >= {TARGET_BA[fmt]}; "
+                f"CPU a/b = {a['cpu_s'] / b['cpu_s']:.2f})")
+        if c and d:
+            dc = d["rows_per_s"] / c["rows_per_s"]
+            ratios["d/c"] = {"value": round(dc, 3), "target": TARGET_DC, "pass": dc >= TARGET_DC}
+            out(f"d/c = {verdict(dc, dc >= TARGET_DC)}  (target >= {TARGET_DC}; MB/s d {d['mb_per_s']:.1f} "
+                f"vs c {c['mb_per_s']:.1f})")
+        summary["ratios"][fmt] = ratios
+
+    out("")
+    out("== peak RSS of (b), day window vs 4-day window (4x rows) ==")
+    out(f"{'format':<8} {'1x rows':>10} {'1x MiB':>8} {'4x rows':>10} {'4x MiB':>8} {'4x s':>7} {'change':>8}  "
+        f"target within {RSS_TOLERANCE:.0%}")
+    for fmt in formats:
+        one, four = med.get(("ours_local", fmt, "day")), med.get(("ours_local", fmt, "quad"))
+        if not (one and four):
+            out(f"{fmt:<8} (not run)")
+            continue
+        change = four["peak_rss_mb"] / one["peak_rss_mb"] - 1
+        ok = abs(change) <= RSS_TOLERANCE
+        summary["rss_4x"][fmt] = {"rss_1x_mb": one["peak_rss_mb"], "rss_4x_mb": four["peak_rss_mb"],
+                                  "rows_1x": one["rows"], "rows_4x": four["rows"],
+                                  "change": round(change, 3), "pass": ok}
+        out(f"{fmt:<8} {one['rows']:>10,} {one['peak_rss_mb']:>8.0f} {four['rows']:>10,} {four['peak_rss_mb']:>8.0f} "
+            f"{four['seconds']:>7.1f} {change:>+8.1%}  {'PASS' if ok else 'MISS'}")
+    return summary
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=3, help="rounds of the day-window cases (median)")
+    parser.add_argument("--reps-4x", type=int, default=1, help="rounds of the 4-day-window RSS check")
+    parser.add_argument("--budget-min", type=float, default=14.0,
+                        help="start no further round whose projected end is past this many minutes")
+    parser.add_argument("--formats", default=",".join(FORMATS))
+    args = parser.parse_args(argv)
+    formats = [f for f in args.formats.split(",") if f]
+    started = time.monotonic()
+    log = lambda msg: print(msg, flush=True)  # noqa: E731
+
+    log(f"bench: {platform.node()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}, "
+        f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M}Z")
+    marker = prepare(log=log)
+    moto = Moto()
+    runs: dict[tuple, list[dict]] = {}
+    rounds_done = 0
+    try:
+        create_bucket(moto.endpoint)
+        log(f"moto: {moto.endpoint} (pid {moto.proc.pid})")
+        for rnd in range(1, max(args.reps, args.reps_4x) + 1):
+            plan = []
+            if rnd <= args.reps:
+                plan += [(case, fmt, "day") for fmt in formats for case in CASES]
+            if rnd <= args.reps_4x:
+                plan += [("ours_local", fmt, "quad") for fmt in formats]
+            if rnd > 1:  # projected from the same cases' earlier rounds
+                projected = sum(statistics.mean(r["process_seconds"] for r in runs[k]) for k in plan)
+                elapsed = time.monotonic() - started
+                if elapsed + projected > args.budget_min * 60:
+                    log(f"round {rnd}: skipped, would end at ~{(elapsed + projected) / 60:.1f} min "
+                        f"(budget {args.budget_min} min)")
+                    break
+            log(f"round {rnd}: {len(plan)} measurements, load average {os.getloadavg()[0]:.1f}")
+            for case, fmt, window in plan:
+                result = measure(case, fmt, window, moto.endpoint)
+                runs.setdefault((case, fmt, window), []).append(result)
+                log(f"  {case:<12} {fmt:<8} {window:<5} {result['seconds']:7.2f} s  {result['rows_per_s']:>9,} rows/s "
+                    f"{result['mb_per_s']:7.1f} MB/s  peak {result['peak_rss_mb']:6.0f} MiB  cpu {result['cpu_s']:6.2f} s")
+            rounds_done = rnd
+        moto_peak = moto.peak_rss_mb()
+    finally:
+        moto.stop()
+
+    med = {k: median_of(v) for k, v in runs.items()}
+    summary = report(med, formats, out=log)
+    total = time.monotonic() - started
+    log("")
+    log(f"bench: {rounds_done} round(s), {sum(len(v) for v in runs.values())} measurements in {total / 60:.1f} min; "
+        f"moto peak RSS {moto_peak or 0:.0f} MiB; load average now {os.getloadavg()[0]:.1f}")
+    doc = {
+        "created_at": dt.datetime.now(dt.UTC).isoformat(), "host": platform.node(), "cpus": os.cpu_count(),
+        "data": marker, "total_seconds": round(total, 1), "moto_peak_rss_mb": moto_peak,
+        "medians": [med[k] for k in sorted(med)], "runs": [r for k in sorted(runs) for r in runs[k]],
+        **summary,
+    }
+    with open(RESULTS, "w") as fh:
+        json.dump(doc, fh, indent=2, default=str)
+    log(f"results: {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

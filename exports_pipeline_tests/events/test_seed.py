@@ -141,6 +141,10 @@ def test_times_types_and_realistic_fields(seeded):
         FROM events_full""")[0]
     lo, hi, neg, null_end, micro, gens, gen_no_cst, other_cst, cst_out = row
     assert lo >= st.time_from and hi < st.time_to
+    # spread over each whole day: every hour of every project-day has spans
+    hours = q(client, "SELECT project_id, toDate(start_time, 'UTC') AS d, uniqExact(toHour(start_time, 'UTC')) "
+                      "FROM events_full GROUP BY project_id, d")
+    assert len(hours) == PROJECTS * DAYS and all(h == 24 for _, _, h in hours)
     assert neg == 0 and null_end > 0 and micro > st.base_rows / 2
     assert gens > 0 and gen_no_cst == 0 and other_cst == 0 and cst_out == 0
     assert {r[0] for r in q(client, "SELECT DISTINCT type FROM events_full")} >= {"SPAN", "GENERATION", "EVENT"}

@@ -204,14 +204,10 @@ def cmd_disable(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_enable(args: argparse.Namespace, settings: Settings) -> int:
-    from exports_pipeline.state.integrations import BLOB
-
     project = require_project(args.project, strict=False)
     state = open_state(settings)
     previous = _existing(state, project)
-    # One transaction: enabled, last error cleared, failure-notification cooldown reset.
-    state._update(BLOB, project, enabled=True, last_error=None, last_error_at=None,
-                  last_failure_notification_sent_at=None)
+    state.enable_blob_integration(project)  # also clears last_error and the notification cooldown
     note = " and cleared its last error" if previous.last_error else ""
     print(f"enabled the object-storage integration of project {project}{note}")
     return 0

@@ -63,7 +63,8 @@ UPDATE_PERCENT = 5
 DELETE_PERCENT = 1
 #: SQL predicates (on a table's span_id) that say which spans the seeder versioned.
 UPDATED_SQL = f"(cityHash64(span_id) % 100 < {UPDATE_PERCENT})"
-DELETED_SQL = f"(cityHash64(span_id) % 100 >= {UPDATE_PERCENT} AND cityHash64(span_id) % 100 < {UPDATE_PERCENT + DELETE_PERCENT})"
+DELETED_SQL = (f"(cityHash64(span_id) % 100 >= {UPDATE_PERCENT} "
+               f"AND cityHash64(span_id) % 100 < {UPDATE_PERCENT + DELETE_PERCENT})")
 #: The second version of an updated span has this prefix on its output.
 UPDATED_PREFIX = "[v2] "
 #: Offsets of the second version / tombstone after the base version's event_ts.
@@ -297,7 +298,8 @@ FROM
     L = len(HARD_STRINGS)
     sdk = f"(1 + bitShiftRight(th, 40) % {len(_SDKS)})"
     level_pick = "bitShiftRight(h, 48) % 100"
-    level = f"multiIf({level_pick} < 4, 'ERROR', {level_pick} < 10, 'WARNING', {level_pick} < 15, 'DEBUG', 'DEFAULT')"
+    level = (f"multiIf({level_pick} < 4, 'ERROR', {level_pick} < 10, 'WARNING', "
+             f"{level_pick} < 15, 'DEBUG', 'DEFAULT')")
     output = f"arrayElement({hard}, 1 + (n * 7 + 3 + p) % {L})"
     if versions:
         output = f"if(ver = 1, concat({sql_literal(UPDATED_PREFIX)}, {output}), {output})"
@@ -306,6 +308,7 @@ FROM
               f"{{\"role\":\"user\",\"content\":', toJSONString({raw_input}), '}}]'), {raw_input}))")
     t_of = lambda us: f"fromUnixTimestamp64Micro(toInt64({us}), 'UTC')"  # noqa: E731
     ev_us = f"ingest_us + {ev_delay}"
+    cst_us = "start_us + least(toInt64(bitShiftRight(h, 32) % 2000000), end_us - start_us)"  # first token ≤ end
 
     exprs = {
         "project_id": "concat('proj-', toString(p))",
@@ -315,32 +318,41 @@ FROM
         "start_time": t_of("start_us"),
         "end_time": f"if(end_null, NULL, {t_of('end_us')})",
         "name": (f"if(bitShiftRight(h, 52) % 8 = 0, arrayElement({hard}, 1 + bitShiftRight(h, 56) % {L}), "
-                 f"if(pos = 0, arrayElement({_arr(_TRACE_NAMES)}, 1 + bitShiftRight(th, 4) % {len(_TRACE_NAMES)}), "
+                 f"if(pos = 0, arrayElement({_arr(_TRACE_NAMES)}, "
+                 f"1 + bitShiftRight(th, 4) % {len(_TRACE_NAMES)}), "
                  f"arrayElement({_arr(_SPAN_NAMES)}, 1 + bitShiftRight(h, 12) % {len(_SPAN_NAMES)})))"),
         "type": "obs_type",
         "environment": f"arrayElement({_arr(_ENVIRONMENTS)}, 1 + bitShiftRight(th, 8) % {len(_ENVIRONMENTS)})",
         "version": "if(bitShiftRight(h, 20) % 4 = 0, '', concat('v', toString(1 + bitShiftRight(h, 22) % 3)))",
         "release": "concat('release-2026.', toString(bitShiftRight(th, 16) % 5))",
         "trace_name": f"arrayElement({_arr(_TRACE_NAMES)}, 1 + bitShiftRight(th, 4) % {len(_TRACE_NAMES)})",
-        "user_id": "if(bitShiftRight(th, 24) % 10 = 0, '', concat('user-', toString(bitShiftRight(th, 26) % 1000)))",
+        "user_id": ("if(bitShiftRight(th, 24) % 10 = 0, '', "
+                    "concat('user-', toString(bitShiftRight(th, 26) % 1000)))"),
         "session_id": ("if(bitShiftRight(th, 36) % 5 = 0, '', concat('sess-', leftPad(lower(hex(cityHash64("
                        f"{k_hash}, p, dnum, intDiv(t, 3)))), 16, '0')))"),
-        "tags": (f"arraySlice(arrayMap(i -> arrayElement({_arr(_TAGS)}, 1 + (bitShiftRight(th, 44) + i * 3) % {len(_TAGS)}), "
-                 "[0, 1, 2]), 1, bitShiftRight(th, 50) % 4)"),
+        "tags": (f"arraySlice(arrayMap(i -> arrayElement({_arr(_TAGS)}, "
+                 f"1 + (bitShiftRight(th, 44) + i * 3) % {len(_TAGS)}), [0, 1, 2]), 1, bitShiftRight(th, 50) % 4)"),
         "level": level,
         "status_message": f"if({level_pick} < 10, arrayElement({hard}, 1 + (n * 17 + 2) % {L}), '')",
-        "completion_start_time": (f"if({is_gen}, {t_of(f'start_us + least(toInt64(bitShiftRight(h, 32) % 2000000), end_us - start_us)')}, NULL)"),
+        "completion_start_time": f"if({is_gen}, {t_of(cst_us)}, NULL)",
         "is_app_root": "pos = 0 AND bitShiftRight(th, 56) % 3 = 0",
         "bookmarked": "bitShiftRight(h, 58) % 50 = 0",
         "public": "bitShiftRight(th, 58) % 40 = 0",
-        "prompt_id": f"if({has_prompt}, concat('prm-', toString(1 + bitShiftRight(th, 32) % 4), '-', toString(1 + bitShiftRight(th, 34) % 5)), '')",
+        "prompt_id": (f"if({has_prompt}, concat('prm-', toString(1 + bitShiftRight(th, 32) % 4), '-', "
+                      "toString(1 + bitShiftRight(th, 34) % 5)), '')"),
         "prompt_name": f"if({has_prompt}, arrayElement({_arr(_PROMPTS)}, 1 + bitShiftRight(th, 32) % 4), '')",
-        "prompt_version": f"if({has_prompt} AND bitShiftRight(th, 38) % 4 != 0, toUInt16(1 + bitShiftRight(th, 34) % 5), NULL)",
+        "prompt_version": (f"if({has_prompt} AND bitShiftRight(th, 38) % 4 != 0, "
+                           "toUInt16(1 + bitShiftRight(th, 34) % 5), NULL)"),
         "model_id": f"if({has_model}, arrayElement({_arr(m[1] for m in models)}, {model_i}), '')",
         "provided_model_name": f"if({has_model}, arrayElement({_arr(m[0] for m in models)}, {model_i}), '')",
-        "model_parameters": f"if({is_gen}, arrayElement({_arr(_MODEL_PARAMS)}, 1 + bitShiftRight(h, 18) % {len(_MODEL_PARAMS)}), '')",
-        "provided_usage_details": (f"mapFromArrays(if({has_model}, if(bitShiftRight(h, 46) % 3 = 0, ['input', 'output'], ['input', 'output', 'total']), []), "
-                                   f"if({has_model}, arraySlice([{tok_in}, {tok_out}, {tok_in} + {tok_out}], 1, if(bitShiftRight(h, 46) % 3 = 0, 2, 3)), []))"),
+        "model_parameters": (f"if({is_gen}, arrayElement({_arr(_MODEL_PARAMS)}, "
+                             f"1 + bitShiftRight(h, 18) % {len(_MODEL_PARAMS)}), '')"),
+        # a third of the SDKs report no total; Langfuse's usage_details always has one
+        "provided_usage_details": (
+            f"mapFromArrays(if({has_model}, if(bitShiftRight(h, 46) % 3 = 0, ['input', 'output'], "
+            "['input', 'output', 'total']), []), "
+            f"if({has_model}, arraySlice([{tok_in}, {tok_out}, {tok_in} + {tok_out}], 1, "
+            "if(bitShiftRight(h, 46) % 3 = 0, 2, 3)), []))"),
         "usage_details": (f"mapFromArrays(if({has_model}, ['input', 'output', 'total'], []), "
                           f"if({has_model}, [{tok_in}, {tok_out}, {tok_in} + {tok_out}], []))"),
         "provided_cost_details": (f"mapFromArrays(if({has_model} AND bitShiftRight(h, 50) % 5 = 0, ['total'], []), "
@@ -358,23 +370,28 @@ FROM
         # the hard value comes first so that every row carries one (the slice keeps 1..4 entries)
         "metadata_names": "arraySlice(['note', 'source', 'attempt', 'customer'], 1, 1 + bitShiftRight(h, 60) % 4)",
         "metadata_values": (f"arraySlice([arrayElement({hard}, 1 + (n * 13 + 1) % {L}), 'seed', "
-                            f"toString(bitShiftRight(h, 10) % 5), concat('cust-', toString(p))], 1, 1 + bitShiftRight(h, 60) % 4)"),
+                            "toString(bitShiftRight(h, 10) % 5), concat('cust-', toString(p))], "
+                            "1, 1 + bitShiftRight(h, 60) % 4)"),
         "experiment_id": f"if({is_exp}, concat('exp-', toString(bitShiftRight(th, 2) % 7)), '')",
-        "experiment_name": f"if({is_exp}, concat('experiment #', toString(bitShiftRight(th, 2) % 7), ', \"baseline\"'), '')",
+        "experiment_name": (f"if({is_exp}, concat('experiment #', toString(bitShiftRight(th, 2) % 7), "
+                            "', \"baseline\"'), '')"),
         "experiment_metadata_names": f"if({is_exp}, ['model', 'run'], [])",
         "experiment_metadata_values": f"if({is_exp}, ['gpt-4o', toString(bitShiftRight(th, 2) % 7)], [])",
         "experiment_description": f"if({is_exp}, arrayElement({hard}, 1 + bitShiftRight(th, 5) % {L}), '')",
         "experiment_dataset_id": f"if({is_exp}, concat('ds-', toString(bitShiftRight(th, 2) % 3)), '')",
         "experiment_item_id": f"if({is_exp}, concat('item-', toString(bitShiftRight(th, 6) % 1000)), '')",
         "experiment_item_version": f"if({is_exp}, {t_of('root_us - 86400000000')}, NULL)",
-        "experiment_item_expected_output": f"if({is_exp}, arrayElement({hard}, 1 + bitShiftRight(th, 9) % {L}), '')",
+        "experiment_item_expected_output": (f"if({is_exp}, arrayElement({hard}, "
+                                            f"1 + bitShiftRight(th, 9) % {L}), '')"),
         "experiment_item_metadata_names": f"if({is_exp}, ['difficulty'], [])",
-        "experiment_item_metadata_values": f"if({is_exp}, [arrayElement(['easy', 'hard'], 1 + bitShiftRight(th, 11) % 2)], [])",
+        "experiment_item_metadata_values": (f"if({is_exp}, "
+                                            "[arrayElement(['easy', 'hard'], 1 + bitShiftRight(th, 11) % 2)], [])"),
         "experiment_item_root_span_id": f"if({is_exp}, {span_of('n0')}, '')",
         "source": "if(bitShiftRight(th, 42) % 3 = 0, 'ingestion-api-dual-write', 'otel-dual-write')",
-        "service_name": f"arrayElement(['chat-api', 'rag-worker', 'support-bot'], 1 + p % 3)",
+        "service_name": "arrayElement(['chat-api', 'rag-worker', 'support-bot'], 1 + p % 3)",
         "service_version": "concat('1.', toString(p % 4), '.', toString(bitShiftRight(th, 46) % 10))",
-        "scope_name": f"arrayElement(['langfuse-sdk', 'openinference.instrumentation.openai', 'ai'], 1 + bitShiftRight(h, 6) % 3)",
+        "scope_name": ("arrayElement(['langfuse-sdk', 'openinference.instrumentation.openai', 'ai'], "
+                       "1 + bitShiftRight(h, 6) % 3)"),
         "scope_version": "arrayElement(['3.8.1', '0.1.12', '4.3.2'], 1 + bitShiftRight(h, 6) % 3)",
         "telemetry_sdk_language": f"arrayElement({_arr(s[2] for s in _SDKS)}, {sdk})",
         "telemetry_sdk_name": f"arrayElement({_arr(s[3] for s in _SDKS)}, {sdk})",

@@ -180,7 +180,9 @@ class IntegrationsMixin(StoreBase):
         return self._disable(BLOB, project_id, error)
 
     def enable_blob_integration(self, project_id: str) -> BlobIntegration | None:
-        return self._update(BLOB, project_id, enabled=True, last_failure_notification_sent_at=None)
+        """Re-enable after the customer fixed the cause: the recorded error is cleared with it."""
+        return self._update(BLOB, project_id, enabled=True, last_error=None, last_error_at=None,
+                            last_failure_notification_sent_at=None)
 
     def delete_blob_integration(self, project_id: str) -> bool:
         return self._delete(BLOB, project_id)

@@ -91,7 +91,8 @@ def test_create_table_sql_shape():
     assert "enable_full_text_index = 1" in sql
 
 
-@pytest.mark.parametrize("bad", ["", "1abc", "events-full", "a b", "x;DROP TABLE y", "a`b", "db.t.x", "é", ".t", "db."])
+@pytest.mark.parametrize(
+    "bad", ["", "1abc", "events-full", "a b", "x;DROP TABLE y", "a`b", "db.t.x", "é", ".t", "db."])
 def test_invalid_names_rejected(bad):
     with pytest.raises(ValueError, match="invalid ClickHouse"):
         ddl.create_table_sql(bad)

@@ -148,10 +148,12 @@ def test_times_types_and_realistic_fields(seeded):
     assert neg == 0 and null_end > 0 and micro > st.base_rows / 2
     assert gens > 0 and gen_no_cst == 0 and other_cst == 0 and cst_out == 0
     assert {r[0] for r in q(client, "SELECT DISTINCT type FROM events_full")} >= {"SPAN", "GENERATION", "EVENT"}
-    assert {r[0] for r in q(client, "SELECT DISTINCT level FROM events_full")} == {"DEFAULT", "DEBUG", "WARNING", "ERROR"}
-    assert {r[0] for r in q(client, "SELECT DISTINCT environment FROM events_full")} == {"default", "production", "staging"}
-    assert one(client, "SELECT countIf(level IN ('WARNING', 'ERROR') AND status_message != '') > 0 "
-                       "AND countIf(level IN ('DEFAULT', 'DEBUG') AND status_message != '') = 0 FROM events_full")
+    levels = {r[0] for r in q(client, "SELECT DISTINCT level FROM events_full")}
+    assert levels == {"DEFAULT", "DEBUG", "WARNING", "ERROR"}
+    environments = {r[0] for r in q(client, "SELECT DISTINCT environment FROM events_full")}
+    assert environments == {"default", "production", "staging"}
+    assert one(client, "SELECT countIf(level IN ('WARNING', 'ERROR') AND status_message != '') > 0 AND "
+                       "countIf(level IN ('DEFAULT', 'DEBUG') AND status_message != '') = 0 FROM events_full")
     gen = q(client, """
         SELECT countIf(provided_model_name = ''), countIf(model_parameters = '' OR NOT isValidJSON(model_parameters)),
                countIf(usage_details['total'] != usage_details['input'] + usage_details['output']),
@@ -219,6 +221,13 @@ def test_every_hard_text_class_in_every_project_day(seeded):
         for row in res.named_results():
             missing = [label for label in HARD_CLASSES if row[label] == 0]
             assert missing == [], (column, row["project_id"], row["d"], missing)
+    # byte-exact: every sample string arrives unchanged (SQL escaping included) in every project-day
+    for column in ("output", "metadata_values[1]"):
+        got = q(client, f"SELECT project_id, toDate(start_time, 'UTC') AS d, groupUniqArray({column}) "
+                        f"FROM events_full WHERE {BASE} GROUP BY project_id, d")
+        assert len(got) == PROJECTS * DAYS
+        for pid, d, values in got:
+            assert sorted(values) == sorted(S.HARD_STRINGS), (column, pid, d)
     # raw input of non-GENERATION spans carries the classes too; generations hold them JSON-encoded
     raw = {label: pred.replace("@", "input") for label, pred in HARD_CLASSES.items()}
     row = client.query(f"SELECT {', '.join(f'countIf({p}) AS `{k}`' for k, p in raw.items())} "

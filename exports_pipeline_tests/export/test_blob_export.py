@@ -213,3 +213,19 @@ def test_custom_template_with_shared_folder_keeps_manifests_apart(seeded, tmp_pa
     result = export_window(seeded, local_store(tmp_path), integration(str(tmp_path), key_template=template), request())
     assert result.files[0].obj.key == "proj-1/2026-11-02T00-00-00Z-jsonl-000.jsonl"
     assert result.manifest_uri.endswith("proj-1/2026-11-02T00-00-00Z_2026-11-03T00-00-00Z_manifest.json")
+
+
+def test_export_holds_exactly_the_latest_undeleted_versions_by_an_independent_dedup(seeded, tmp_path):
+    """FINAL + `is_deleted = 0` against argMax over every stored version: same spans, latest outputs."""
+    result = export_window(seeded, local_store(tmp_path), integration(str(tmp_path)), request())
+    exported = {r["span_id"]: r["output"] for f in result.files
+                for r in read_file((tmp_path / f.obj.key).read_bytes(), "jsonl", "none")}
+    latest = seeded.query(
+        f"SELECT span_id, argMax(output, event_ts), argMax(is_deleted, event_ts) FROM {seeded.events_table} "
+        "WHERE project_id = 'proj-1' AND start_time >= '2026-11-02' AND start_time < '2026-11-03' GROUP BY span_id")
+    expected = {span: output for span, output, deleted in latest if not deleted}
+    raw = seeded.query(f"SELECT count() FROM {seeded.events_table} WHERE project_id = 'proj-1' "
+                       "AND start_time >= '2026-11-02' AND start_time < '2026-11-03'")[0][0]
+    assert raw > len(expected)  # the window really has unmerged versions and tombstones
+    assert any(o.startswith("[v2] ") for o in expected.values())
+    assert exported == expected

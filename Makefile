@@ -15,9 +15,9 @@ $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
-# The runtime environment, exactly as locked in uv.lock.
+# The runtime environment as locked in uv.lock (--inexact: keep test extras a previous `make test` added).
 install: $(UV)
-	$(UV) sync --frozen --quiet
+	$(UV) sync --frozen --inexact --quiet
 
 install-test: $(UV)
 	$(UV) sync --frozen --quiet --extra test

@@ -136,12 +136,13 @@ def plan_id(integration) -> str:
 
 def plan_history_requests(*, frequency: str, integrations, first_window: dict, partitions_start: dt.datetime,
                           now: dt.datetime, settle: dt.timedelta, cursor: dict, limit: int, time_fmt: str,
-                          job_name: str) -> tuple[list[dg.RunRequest], dict]:
+                          job_name: str, materialized: frozenset[str] = frozenset()) -> tuple[list[dg.RunRequest], dict]:
     """Run requests for the history the integrations still need, oldest window first, at most `limit`.
 
     Per project the cursor holds the plan id, the next window to request and the end of the history
     (frozen when the plan starts: later windows are the schedule's). Every request's run key carries
     the plan id and the partition key, so it is never made twice; a new plan re-requests its windows.
+    Windows already materialized (by the schedule, a backfill or a hand launch) are passed over.
     """
     new_cursor: dict = {}
     candidates: list[tuple[dt.datetime, str, str]] = []
@@ -161,10 +162,13 @@ def plan_history_requests(*, frequency: str, integrations, first_window: dict, p
         candidates.extend((s, project, pid) for s in starts)
     candidates.sort()
     requests = []
-    for start, project, pid in candidates[:limit]:
+    for start, project, pid in candidates:
         key = dg.MultiPartitionKey({"date": start.strftime(time_fmt), "project": project})
-        requests.append(dg.RunRequest(run_key=f"history:{pid}:{key}", partition_key=key, job_name=job_name,
-                                      tags={**SINK_TAG, "exports/reason": "history"}))
+        if str(key) not in materialized:
+            if len(requests) == limit:
+                break
+            requests.append(dg.RunRequest(run_key=f"history:{pid}:{key}", partition_key=key, job_name=job_name,
+                                          tags={**SINK_TAG, "exports/reason": "history", "exports/project": project}))
         new_cursor[project] = {**new_cursor[project], "next": (start + FREQUENCY_STEP[frequency]).isoformat()}
     return requests, new_cursor
 
@@ -204,6 +208,7 @@ def build_integrations_sensor(jobs: dict, assets: dict, partitions_start: str,
                 settle=dt.timedelta(minutes=settle_minutes), cursor=freq_cursor,
                 limit=MAX_HISTORY_REQUESTS_PER_TICK - len(all_requests), time_fmt=time_def.fmt,
                 job_name=jobs[frequency].name,
+                materialized=frozenset(context.instance.get_materialized_partitions(assets[frequency].key)),
             )
             all_requests.extend(requests)
         return dg.SensorResult(run_requests=all_requests, dynamic_partitions_requests=dynamic_requests,

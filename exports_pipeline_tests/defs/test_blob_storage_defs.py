@@ -215,3 +215,10 @@ def test_history_planning_is_bounded_per_tick_and_resumes_oldest_first():
 def test_project_ids_dagster_cannot_use_are_refused(bad):
     with pytest.raises(ValueError, match="partition key"):
         check_project_id(bad)
+
+
+def test_sensor_passes_over_windows_already_materialized(env):
+    add_local(env, "proj-1", "daily", file_types=("jsonl",))
+    assert run(env, f"{DAY1}|proj-1").success
+    keys = [r.partition_key for r in sensor_tick(env).run_requests]
+    assert f"{DAY1}|proj-1" not in keys and keys[0] == f"{DAY2}|proj-1"

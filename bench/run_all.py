@@ -220,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     moto = Moto()
     runs: dict[tuple, list[dict]] = {}
     rounds_done = 0
+    failures: list[dict] = []
     try:
         create_bucket(moto.endpoint)
         log(f"moto: {moto.endpoint} (pid {moto.proc.pid})")
@@ -230,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             if rnd <= args.reps_4x:
                 plan += [("ours_local", fmt, "quad") for fmt in args.formats_4x.split(",") if fmt]
             if rnd > 1:  # projected from the same cases' earlier rounds
-                projected = sum(statistics.mean(r["process_seconds"] for r in runs[k]) for k in plan)
+                projected = sum(statistics.mean(r["process_seconds"] for r in runs[k]) for k in plan if k in runs)
                 elapsed = time.monotonic() - started
                 if elapsed + projected > args.budget_min * 60:
                     log(f"round {rnd}: skipped, would end at ~{(elapsed + projected) / 60:.1f} min "
@@ -238,7 +239,16 @@ def main(argv: list[str] | None = None) -> int:
                     break
             log(f"round {rnd}: {len(plan)} measurements, load average {os.getloadavg()[0]:.1f}")
             for case, fmt, window in plan:
-                result = measure(case, fmt, window, moto.endpoint)
+                try:
+                    result = measure(case, fmt, window, moto.endpoint)
+                except (RuntimeError, subprocess.TimeoutExpired) as exc:  # one retry, then go on without it
+                    log(f"  {case:<12} {fmt:<8} {window:<5} FAILED, retrying once: {str(exc).splitlines()[0]}")
+                    try:
+                        result = measure(case, fmt, window, moto.endpoint)
+                    except (RuntimeError, subprocess.TimeoutExpired) as exc2:
+                        failures.append({"case": case, "format": fmt, "window": window, "error": str(exc2)[-2000:]})
+                        log(f"  {case:<12} {fmt:<8} {window:<5} FAILED again: {str(exc2)[-500:]}")
+                        continue
                 runs.setdefault((case, fmt, window), []).append(result)
                 log(f"  {case:<12} {fmt:<8} {window:<5} {result['seconds']:7.2f} s  {result['rows_per_s']:>9,} rows/s "
                     f"{result['mb_per_s']:7.1f} MB/s  peak {result['peak_rss_mb']:6.0f} MiB  cpu {result['cpu_s']:6.2f} s")
@@ -256,13 +266,15 @@ def main(argv: list[str] | None = None) -> int:
     doc = {
         "created_at": dt.datetime.now(dt.UTC).isoformat(), "host": platform.node(), "cpus": os.cpu_count(),
         "data": marker, "total_seconds": round(total, 1), "moto_peak_rss_mb": moto_peak,
-        "medians": [med[k] for k in sorted(med)], "runs": [r for k in sorted(runs) for r in runs[k]],
+        "medians": [med[k] for k in sorted(med)], "failures": failures, "runs": [r for k in sorted(runs) for r in runs[k]],
         **summary,
     }
     with open(RESULTS, "w") as fh:
         json.dump(doc, fh, indent=2, default=str)
     log(f"results: {RESULTS}")
-    return 0
+    for f in failures:
+        log(f"FAILED: {f['case']}/{f['format']}/{f['window']}")
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

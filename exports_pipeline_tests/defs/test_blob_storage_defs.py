@@ -222,3 +222,20 @@ def test_sensor_passes_over_windows_already_materialized(env):
     assert run(env, f"{DAY1}|proj-1").success
     keys = [r.partition_key for r in sensor_tick(env).run_requests]
     assert f"{DAY1}|proj-1" not in keys and keys[0] == f"{DAY2}|proj-1"
+
+
+def test_transient_clickhouse_failure_over_http_is_retried_and_the_run_succeeds(env, seeded, chdb_http):
+    """ClickHouse over its HTTP interface answers 503 once: the step is retried by its RetryPolicy."""
+    database = seeded.events_table.split(".")[0]
+    http = ClickHouseResource(url=f"http://default:pw@127.0.0.1:{chdb_http.port}/{database}?compress=false",
+                              events_table=seeded.events_table)
+    daily = next(a for a in build_blob_storage_defs(START, 15)["assets"] if a.key.path == ["blob_storage_export_daily"])
+    add_local(env, file_types=("csv",))
+    chdb_http.state.fail_next = 1
+    result = dg.materialize([daily], partition_key=f"{DAY1}|proj-1", instance=env["instance"],
+                            resources={**env["resources"], "clickhouse": http}, raise_on_error=False)
+    assert result.success
+    retried = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert len(retried) == 1
+    assert chdb_http.state.fail_next == 0
+    assert env["state"].get_blob_integration("proj-1").enabled

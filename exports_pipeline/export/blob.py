@@ -8,10 +8,8 @@ point: it is written after every data file, and a window without a manifest is n
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
-import os
 import time
 import uuid
 from collections.abc import Callable
@@ -26,14 +24,7 @@ from exports_pipeline.events.queries import (
     window_export_sql,
     window_probe_sql,
 )
-from exports_pipeline.export.files import (
-    ExportedFile,
-    TextFile,
-    csv_header,
-    parquet_rows,
-    scratch_file,
-    upload_file,
-)
+from exports_pipeline.export.files import EngineParts, ExportedFile, TextFile, csv_header, parquet_rows
 from exports_pipeline.export.keys import DEFAULT_KEY_TEMPLATE, KeyContext, data_key, manifest_key, validate_template
 from exports_pipeline.export.windows import Window, iso, subrange_count
 from exports_pipeline.formats import content_type, effective_compression, file_extension, get_format
@@ -134,7 +125,7 @@ def export_window(
             new = _export_text(clickhouse, store, integration, template, ctx, fmt_name, subranges, sub_counts,
                                params, tags, estimated, max_file)
         else:
-            new = _export_parquet(clickhouse, store, template, ctx, subranges, params, tags)
+            new = _export_parquet(clickhouse, store, template, ctx, subranges, sub_counts, params, tags)
         files.extend(new)
         written.extend(f.obj for f in new)
         if state is not None:  # log each object as soon as it exists, so none is ever untracked
@@ -174,64 +165,85 @@ def export_window(
 # ----------------------------------------------------------------------------------------------- formats
 
 
+def _engine_writer(clickhouse: ClickHouseResource, sql: str, ch_format: str, settings: dict, params: dict,
+                   tags: dict, subranges: list[Window], compression: str | None = None):
+    """`write(i, path)`: ClickHouse writes sub-range i to `path` (the engine itself on chDB, streamed
+    over HTTP from a server)."""
+    def write(i: int, path: str) -> None:
+        sub = subranges[i]
+        clickhouse.export_to_file(sql, ch_format, path, {**params, "start": sub.start, "end": sub.end},
+                                  settings=settings, tags=tags, compression=compression)
+    return write
+
+
 def _export_text(clickhouse, store, integration, template, ctx, fmt_name, subranges, sub_counts, params, tags,
                  estimated, max_file) -> list[ExportedFile]:
-    """Stream each sub-range into the current file; start a new file at a sub-range boundary once the
-    current one has reached max_file_size_mb (a file may pass the limit by at most one sub-range)."""
+    """Ship each sub-range's bytes into the current file as ClickHouse writes them; start a new file at a
+    sub-range boundary once the current one has reached max_file_size_mb (stored bytes; a file may pass
+    the limit by at most one sub-range)."""
     fmt = get_format(fmt_name)
     compression = effective_compression(fmt, integration.compression)
+    # chDB gzips CSV/JSONL itself, off the GIL; each sub-range becomes one gzip member, and multi-member
+    # gzip is standard (RFC 1952) and read everywhere. zstd is compressed here into one frame per file,
+    # because common readers stop after a first zstd frame; JSON arrays are framed here, so compressed here.
+    engine_compressed = clickhouse.is_embedded and compression == "gzip" and fmt_name != "json"
     ext = file_extension(fmt, integration.compression)
     sql = window_export_sql(clickhouse.events_table, fmt_name)
     header = csv_header(EXPORT_COLUMN_NAMES)
     expected = min(estimated, max_file) if max_file else estimated
     out: list[ExportedFile] = []
     current: TextFile | None = None
-    csv_rows = 0
+    known_rows = 0
+    parts = EngineParts(_engine_writer(clickhouse, sql, fmt.clickhouse_format, TEXT_SETTINGS, params, tags,
+                                       subranges, compression if engine_compressed else None),
+                        len(subranges), ".part")  # no ".gz": the engine would compress by extension
     try:
-        for sub, count in zip(subranges, sub_counts, strict=True):
+        for i, count in enumerate(sub_counts):
             if current is None:
                 key = data_key(template, ctx, fmt_name, ext, len(out))
-                current = TextFile(store, key, fmt, compression, header, expected or None)
-                csv_rows = 0
-            sub_params = {**params, "start": sub.start, "end": sub.end}
-            with clickhouse.stream(sql, fmt.clickhouse_format, sub_params, settings=TEXT_SETTINGS, tags=tags) as chunks:
-                for chunk in chunks:
-                    current.write_rows(chunk)
-            csv_rows += count
-            if max_file and current.raw_bytes >= max_file:
-                obj, rows = current.commit(csv_rows)
+                current = TextFile(store, key, fmt, compression, header, expected or None, engine_compressed)
+                known_rows = 0
+            for chunk in parts.chunks(i):
+                current.write_rows(chunk)
+            parts.release(i)
+            known_rows += count
+            if max_file and current.stored_bytes >= max_file:
+                obj, rows = current.commit(known_rows)
                 out.append(ExportedFile(fmt_name, compression, len(out), rows, obj))
                 current = None
         if current is not None:
-            obj, rows = current.commit(csv_rows)
+            obj, rows = current.commit(known_rows)
             out.append(ExportedFile(fmt_name, compression, len(out), rows, obj))
             current = None
     finally:
         if current is not None:
             current.abort()
+        parts.close()
     return out
 
 
-def _export_parquet(clickhouse, store, template, ctx, subranges, params, tags) -> list[ExportedFile]:
-    """One Parquet file per non-empty sub-range, written by ClickHouse itself (bounded row groups), then
-    moved into the store. Parquet files cannot be concatenated, so sub-ranges are its file boundaries."""
-    sql = window_export_sql(clickhouse.events_table, "parquet")
+def _export_parquet(clickhouse, store, template, ctx, subranges, sub_counts, params, tags) -> list[ExportedFile]:
+    """One Parquet file per non-empty sub-range, written by ClickHouse (bounded row groups) and shipped as
+    it is written. Parquet files cannot be concatenated, so sub-ranges are its file boundaries."""
     fmt = get_format("parquet")
+    nonempty = [sub for sub, count in zip(subranges, sub_counts, strict=True) if count]
+    sql = window_export_sql(clickhouse.events_table, "parquet")
+    parts = EngineParts(_engine_writer(clickhouse, sql, "Parquet", PARQUET_SETTINGS, params, tags, nonempty),
+                        len(nonempty), ".parquet")
     out: list[ExportedFile] = []
-    for sub in subranges:
-        path = scratch_file(".parquet")
-        try:
-            clickhouse.export_to_file(sql, "Parquet", path, {**params, "start": sub.start, "end": sub.end},
-                                      settings=PARQUET_SETTINGS, tags=tags)
-            rows = parquet_rows(path)
-            if rows == 0:
-                continue
+    try:
+        for i, sub in enumerate(nonempty):
             key = data_key(template, ctx, "parquet", fmt.extension, len(out))
-            obj = upload_file(store, key, path, content_type(fmt, "none"))
+            with store.writer(key, content_type(fmt, "none"), None) as writer:
+                for chunk in parts.chunks(i):
+                    writer.write(chunk)
+                parts.wait(i)
+                rows = parquet_rows(parts.path(i))
+                obj = writer.commit()
+            parts.release(i)
             out.append(ExportedFile("parquet", "none", len(out), rows, obj))
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+    finally:
+        parts.close()
     return out
 
 

@@ -6,9 +6,12 @@ commas), counts record separators with `bytes.count`, compresses and hands bytes
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import tempfile
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import pyarrow.parquet as pq
@@ -57,43 +60,141 @@ class JsonArrayFramer:
 
 
 class TextFile:
-    """One text object being written: header/framing, compression, and the uncompressed size."""
+    """One text object being written: header, JSON framing, compression, then the store's writer.
+
+    When the engine already compressed its output (`engine_compressed`), chunks pass through untouched
+    and the header goes in as a compressed member of its own (gzip members and zstd frames concatenate).
+    """
 
     def __init__(self, store: ObjectStore, key: str, fmt: Format, compression: str, header: bytes,
-                 expected_size: int | None):
+                 expected_size: int | None, engine_compressed: bool = False):
         self.fmt = fmt
         self.compression = effective_compression(fmt, compression)
-        self._compressor = Compressor(self.compression)
+        self._engine_compressed = engine_compressed
+        self._compressor = Compressor("none" if engine_compressed else self.compression)
         self._writer: ObjectWriter = store.writer(key, content_type(fmt, compression), expected_size)
         self._framer = JsonArrayFramer() if fmt.name == "json" else None
-        self.raw_bytes = 0
-        self.rows = 0
-        self._put(header if fmt.name == "csv" else (self._framer.start() if self._framer else b""))
+        self.counted_rows = 0  # record separators seen, when the bytes are uncompressed JSON lines
+        if fmt.name == "csv":
+            if engine_compressed:
+                member = Compressor(self.compression)
+                self._writer.write(member.compress(header) + member.flush())
+            else:
+                self._put(header)
+        elif self._framer:
+            self._put(self._framer.start())
+
+    @property
+    def counts_own_rows(self) -> bool:
+        return self.fmt.name != "csv" and not self._engine_compressed
+
+    @property
+    def stored_bytes(self) -> int:
+        return self._writer.bytes_written
 
     def _put(self, data: bytes) -> None:
-        if data:
-            self.raw_bytes += len(data)
-            out = self._compressor.compress(data)
-            if out:
-                self._writer.write(out)
+        out = self._compressor.compress(data)
+        if out:
+            self._writer.write(out)
 
     def write_rows(self, chunk: bytes) -> None:
-        """A chunk of ClickHouse output (CSV or JSONEachRow)."""
-        if self.fmt.name != "csv":
-            self.rows += chunk.count(b"\n")
+        """A chunk of ClickHouse output (CSV or JSONEachRow, compressed by the engine or not)."""
+        if self.counts_own_rows:
+            self.counted_rows += chunk.count(b"\n")
         self._put(self._framer.feed(chunk) if self._framer else chunk)
 
-    def commit(self, csv_rows: int | None = None) -> tuple[WrittenObject, int]:
+    def commit(self, known_rows: int) -> tuple[WrittenObject, int]:
+        """Finish the object; its row count is the one counted in the bytes when possible."""
         if self._framer:
             self._put(self._framer.end())
         tail = self._compressor.flush()
         if tail:
             self._writer.write(tail)
         obj = self._writer.commit()
-        return obj, (csv_rows if self.fmt.name == "csv" else self.rows)
+        return obj, (self.counted_rows if self.counts_own_rows else known_rows)
 
     def abort(self) -> None:
         self._writer.abort()
+
+
+class EngineParts:
+    """ClickHouse writes each sub-range to a scratch file in a worker thread while the caller ships the
+    bytes already written: producing and uploading overlap instead of adding up.
+
+    The worker stays at most `lead` files ahead of the reader, so scratch disk is bounded by a couple of
+    sub-ranges, and memory by one read buffer. `write(i, path)` is the engine call for part i.
+    """
+
+    def __init__(self, write: Callable[[int, str], None], count: int, suffix: str, lead: int = 2):
+        # Paths that do not exist yet: the engine creates each file (TRUNCATE may replace a file that
+        # exists, and a reader holding the old one would see nothing), and the reader opens it once it does.
+        self._dir = tempfile.mkdtemp(prefix="exports-parts-", dir=os.environ.get("EXPORTS_SCRATCH_DIR"))
+        self._paths = [os.path.join(self._dir, f"part-{i:05d}{suffix}") for i in range(count)]
+        self._done = [threading.Event() for _ in range(count)]
+        self._slots = threading.Semaphore(lead)
+        self._cancelled = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(write,), name="engine-parts", daemon=True)
+        self._thread.start()
+
+    def _run(self, write: Callable[[int, str], None]) -> None:
+        try:
+            for i, path in enumerate(self._paths):
+                self._slots.acquire()
+                if self._cancelled.is_set():
+                    return
+                write(i, path)
+                self._done[i].set()
+        except BaseException as exc:  # handed to the reader, which raises it
+            self._error = exc
+        finally:
+            for event in self._done:
+                event.set()
+
+    def path(self, i: int) -> str:
+        return self._paths[i]
+
+    def wait(self, i: int) -> None:
+        """Block until part i is completely written (raising the engine's error, if any)."""
+        self._done[i].wait()
+        if self._error is not None:
+            raise self._error
+
+    def chunks(self, i: int) -> Iterator[bytes]:
+        """Part i's bytes as they land in its scratch file."""
+        while not os.path.exists(self._paths[i]):
+            if self._done[i].wait(0.02):
+                if self._error is not None:
+                    raise self._error
+                break
+        with open(self._paths[i], "rb") as fh:
+            while True:
+                data = fh.read(COPY_CHUNK)
+                if data:
+                    yield data
+                    continue
+                if self._done[i].is_set():
+                    if self._error is not None:
+                        raise self._error
+                    data = fh.read(COPY_CHUNK)  # what landed between the last read and the end
+                    if not data:
+                        return
+                    yield data
+                    continue
+                self._done[i].wait(0.02)
+
+    def release(self, i: int) -> None:
+        """Part i is shipped: drop its scratch file and let the worker write the next one."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._paths[i])
+        self._slots.release()
+
+    def close(self) -> None:
+        self._cancelled.set()
+        for _ in self._paths:
+            self._slots.release()
+        self._thread.join()
+        shutil.rmtree(self._dir, ignore_errors=True)
 
 
 def csv_header(columns: Iterable[str]) -> bytes:

@@ -169,8 +169,9 @@ def test_rollover_splits_files_at_the_size_limit_and_counts_rows_per_file(seeded
         assert rows == reference, fmt
 
 
-def test_rerun_writes_identical_keys_and_content(seeded, tmp_path):
-    integ = integration(str(tmp_path), file_types=("csv", "json", "parquet"), compression="zstd")
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_rerun_writes_identical_keys_and_content(seeded, tmp_path, compression):
+    integ = integration(str(tmp_path), file_types=("csv", "json", "jsonl", "parquet"), compression=compression)
     first = export_window(seeded, local_store(tmp_path), integ, request(run="a"))
     second = export_window(seeded, local_store(tmp_path), integ, request(run="b"))
     assert [(f.obj.key, f.obj.sha256, f.rows) for f in first.files] == \

@@ -81,29 +81,21 @@ def test_upload_failing_mid_stream_leaves_no_object_and_no_pending_upload(seeded
 
 
 class _BreaksMidStream(ClickHouseResource):
-    """The real resource, whose stream dies after its first chunk (a dropped ClickHouse connection)."""
+    """The real resource, whose second sub-range dies half-written (a dropped ClickHouse connection)."""
 
-    def stream(self, *args, **kwargs):
-        import contextlib
-
-        inner = super().stream(*args, **kwargs)
-
-        @contextlib.contextmanager
-        def broken():
-            with inner as chunks:
-                def gen():
-                    for i, chunk in enumerate(chunks):
-                        if i == 1:
-                            raise ClickHouseError("connection reset by peer (injected)")
-                        yield chunk
-                yield gen()
-        return broken()
+    def export_to_file(self, sql, fmt, path, parameters=None, **kwargs):
+        if parameters and parameters["start"] > DAY_START:
+            with open(path, "wb") as fh:
+                fh.write(b"0,partial row that never ends")
+            raise ClickHouseError("connection reset by peer (injected)")
+        return super().export_to_file(sql, fmt, path, parameters, **kwargs)
 
 
 def test_clickhouse_failing_mid_stream_leaves_no_object(seeded, s3_bucket, make_store, s3_client):
     broken = _BreaksMidStream(url=seeded.url, events_table=seeded.events_table)
     store = make_store(s3_bucket)
     with pytest.raises(ClickHouseError, match="injected"):
-        export_window(broken, store, s3_integration(s3_bucket, file_types=("csv",)), request(window=TWO_DAYS))
+        export_window(broken, store, s3_integration(s3_bucket, file_types=("csv",)), request(window=TWO_DAYS),
+                      subrange_bytes=1 << 20)
     assert s3_client.list_objects_v2(Bucket=s3_bucket).get("KeyCount", 0) == 0
     assert pending_uploads(s3_client, s3_bucket) == []

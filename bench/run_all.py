@@ -5,8 +5,8 @@
 Round 1 measures everything once (the day window for all four cases, then our local export of the
 4-day window); further rounds repeat the day-window cases (and the 4-day one, up to `--reps-4x`) while
 the projected finish stays inside `--budget-min`. Reported figures are medians over the rounds run.
-Results also go to `bench/out/results.json`. moto's S3 server runs in its own process and is stopped
-at the end, error or not.
+Results also go to `bench/out/results.json`. Every S3 measurement gets a fresh moto server in its own
+process (moto keeps objects in RAM and does not return the memory), stopped afterwards, error or not.
 
 Ratios are speed ratios on the same window (rows/s of ours ÷ rows/s of the reference; every case
 exports the same rows, so this is also time_ref ÷ time_ours). The CPU ratio beside it (CPU seconds of
@@ -57,7 +57,7 @@ class Moto:
     def __init__(self) -> None:
         self.port = _free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
-        self.log = open(os.path.join(OUT_DIR, "moto.log"), "wb")
+        self.log = open(os.path.join(OUT_DIR, "moto.log"), "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
                                      stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
@@ -201,6 +201,18 @@ def report(med: dict, formats: list[str], out=print) -> dict:
 # ------------------------------------------------------------------------------------------------ main
 
 
+def code_version() -> str:
+    """The commit under test, and whether the package differs from it (others edit concurrently)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "exports_pipeline"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head or 'unknown'}{' + uncommitted changes in exports_pipeline/' if dirty else ''}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3, help="rounds of the day-window cases (median)")
@@ -215,57 +227,68 @@ def main(argv: list[str] | None = None) -> int:
     log = lambda msg: print(msg, flush=True)  # noqa: E731
 
     log(f"bench: {platform.node()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}, "
-        f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M}Z")
+        f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M}Z; code {code_version()}")
     marker = prepare(log=log)
-    moto = Moto()
     runs: dict[tuple, list[dict]] = {}
     rounds_done = 0
     failures: list[dict] = []
-    try:
-        create_bucket(moto.endpoint)
-        log(f"moto: {moto.endpoint} (pid {moto.proc.pid})")
-        for rnd in range(1, max(args.reps, args.reps_4x) + 1):
-            plan = []
-            if rnd <= args.reps:
-                plan += [(case, fmt, "day") for fmt in formats for case in CASES]
-            if rnd <= args.reps_4x:
-                plan += [("ours_local", fmt, "quad") for fmt in args.formats_4x.split(",") if fmt]
-            if rnd > 1:  # projected from the same cases' earlier rounds
-                projected = sum(statistics.mean(r["process_seconds"] for r in runs[k]) for k in plan if k in runs)
-                elapsed = time.monotonic() - started
-                if elapsed + projected > args.budget_min * 60:
-                    log(f"round {rnd}: skipped, would end at ~{(elapsed + projected) / 60:.1f} min "
-                        f"(budget {args.budget_min} min)")
-                    break
-            log(f"round {rnd}: {len(plan)} measurements, load average {os.getloadavg()[0]:.1f}")
-            for case, fmt, window in plan:
+    moto_peaks: list[float] = []
+
+    def run_one(case: str, fmt: str, window: str) -> dict:
+        """One measurement; S3 cases get a fresh moto server (it keeps objects in RAM and does not give
+        memory back), stopped afterwards whatever happens."""
+        if case not in ("boto_upload", "ours_s3"):
+            return measure(case, fmt, window, "")
+        moto = Moto()
+        try:
+            create_bucket(moto.endpoint)
+            result = measure(case, fmt, window, moto.endpoint)
+            result["server_peak_rss_mb"] = moto.peak_rss_mb()
+            moto_peaks.append(result["server_peak_rss_mb"] or 0)
+            return result
+        finally:
+            moto.stop()
+
+    for rnd in range(1, max(args.reps, args.reps_4x) + 1):
+        plan = []
+        if rnd <= args.reps:
+            plan += [(case, fmt, "day") for fmt in formats for case in CASES]
+        if rnd <= args.reps_4x:
+            plan += [("ours_local", fmt, "quad") for fmt in args.formats_4x.split(",") if fmt]
+        if rnd > 1:  # projected from the same cases' earlier rounds
+            projected = sum(statistics.mean(r["process_seconds"] for r in runs[k]) for k in plan if k in runs)
+            elapsed = time.monotonic() - started
+            if elapsed + projected > args.budget_min * 60:
+                log(f"round {rnd}: skipped, would end at ~{(elapsed + projected) / 60:.1f} min "
+                    f"(budget {args.budget_min} min)")
+                break
+        log(f"round {rnd}: {len(plan)} measurements, load average {os.getloadavg()[0]:.1f}")
+        for case, fmt, window in plan:
+            try:
+                result = run_one(case, fmt, window)
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:  # one retry, then go on without it
+                log(f"  {case:<12} {fmt:<8} {window:<5} FAILED, retrying once: {str(exc).splitlines()[0]}")
                 try:
-                    result = measure(case, fmt, window, moto.endpoint)
-                except (RuntimeError, subprocess.TimeoutExpired) as exc:  # one retry, then go on without it
-                    log(f"  {case:<12} {fmt:<8} {window:<5} FAILED, retrying once: {str(exc).splitlines()[0]}")
-                    try:
-                        result = measure(case, fmt, window, moto.endpoint)
-                    except (RuntimeError, subprocess.TimeoutExpired) as exc2:
-                        failures.append({"case": case, "format": fmt, "window": window, "error": str(exc2)[-2000:]})
-                        log(f"  {case:<12} {fmt:<8} {window:<5} FAILED again: {str(exc2)[-500:]}")
-                        continue
-                runs.setdefault((case, fmt, window), []).append(result)
-                log(f"  {case:<12} {fmt:<8} {window:<5} {result['seconds']:7.2f} s  {result['rows_per_s']:>9,} rows/s "
-                    f"{result['mb_per_s']:7.1f} MB/s  peak {result['peak_rss_mb']:6.0f} MiB  cpu {result['cpu_s']:6.2f} s")
-            rounds_done = rnd
-        moto_peak = moto.peak_rss_mb()
-    finally:
-        moto.stop()
+                    result = run_one(case, fmt, window)
+                except (RuntimeError, subprocess.TimeoutExpired) as exc2:
+                    failures.append({"case": case, "format": fmt, "window": window, "error": str(exc2)[-2000:]})
+                    log(f"  {case:<12} {fmt:<8} {window:<5} FAILED again: {str(exc2)[-500:]}")
+                    continue
+            runs.setdefault((case, fmt, window), []).append(result)
+            log(f"  {case:<12} {fmt:<8} {window:<5} {result['seconds']:7.2f} s  {result['rows_per_s']:>9,} rows/s "
+                f"{result['mb_per_s']:7.1f} MB/s  peak {result['peak_rss_mb']:6.0f} MiB  cpu {result['cpu_s']:6.2f} s")
+        rounds_done = rnd
+    moto_peak = max(moto_peaks, default=None)
 
     med = {k: median_of(v) for k, v in runs.items()}
     summary = report(med, formats, out=log)
     total = time.monotonic() - started
     log("")
     log(f"bench: {rounds_done} round(s), {sum(len(v) for v in runs.values())} measurements in {total / 60:.1f} min; "
-        f"moto peak RSS {moto_peak or 0:.0f} MiB; load average now {os.getloadavg()[0]:.1f}")
+        f"moto peak RSS {moto_peak or 0:.0f} MiB (fresh server per S3 run); load average now {os.getloadavg()[0]:.1f}")
     doc = {
         "created_at": dt.datetime.now(dt.UTC).isoformat(), "host": platform.node(), "cpus": os.cpu_count(),
-        "data": marker, "total_seconds": round(total, 1), "moto_peak_rss_mb": moto_peak,
+        "code": code_version(), "data": marker, "total_seconds": round(total, 1), "moto_peak_rss_mb": moto_peak,
         "medians": [med[k] for k in sorted(med)], "failures": failures, "runs": [r for k in sorted(runs) for r in runs[k]],
         **summary,
     }

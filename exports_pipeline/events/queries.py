@@ -58,11 +58,11 @@ def window_export_sql(table: str, fmt_name: str) -> str:
 
 
 def window_probe_sql(table: str) -> str:
-    """Rows, latest event_ts and an estimate of the text size of a window, from small columns only."""
+    """Stored rows (all versions) and their I/O text size in a window, from small columns only and
+    without FINAL: an estimate to size sub-ranges, not a count."""
     return (
-        "SELECT count() AS rows, max(event_ts) AS max_event_ts, "
-        "sum(input_length + output_length) AS io_chars "
-        f"FROM {qualified_table(table)} FINAL WHERE {WINDOW_FILTER}"
+        "SELECT count() AS rows, sum(input_length + output_length) AS io_chars "
+        f"FROM {qualified_table(table)} WHERE {WINDOW_FILTER}"
     )
 
 

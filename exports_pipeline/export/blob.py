@@ -21,6 +21,8 @@ from exports_pipeline.events.columns import EXPORT_COLUMN_NAMES
 from exports_pipeline.events.queries import (
     PARQUET_SETTINGS,
     TEXT_SETTINGS,
+    WINDOW_FILTER,
+    qualified_table,
     window_export_sql,
     window_probe_sql,
 )
@@ -35,9 +37,10 @@ from exports_pipeline.state.models import BlobIntegration, EventLogEntry
 
 MANIFEST_SCHEMA_VERSION = 1
 SINK = "object_storage"
-# Sub-range target: big enough that the extra FINAL pass per query is noise, small enough that one
-# query's output never dominates memory anywhere.
-DEFAULT_SUBRANGE_BYTES = 512 << 20
+# Sub-range target (estimated output bytes per query). Each query streams (the engine writes its file,
+# reading in sorting-key order), so the size bounds scratch disk and the unit of retry work, not memory;
+# every extra sub-range costs another FINAL pass, so they are large.
+DEFAULT_SUBRANGE_BYTES = 1 << 30
 ROW_OVERHEAD_BYTES = 700  # rendered size of a row's non-I/O columns, for the size estimate
 
 
@@ -106,14 +109,16 @@ def export_window(
     tags = query_tags(run=request.run_id, partition=request.partition_key, sink=SINK)
     table = clickhouse.events_table
 
+    # Size estimate from stored versions (no FINAL: cheap); exact counts per sub-range in one FINAL pass.
     probe = clickhouse.query_dicts(window_probe_sql(table), params, tags=tags)[0]
-    source_rows = int(probe["rows"])
-    estimated = source_rows * ROW_OVERHEAD_BYTES + int(probe["io_chars"] or 0)
+    estimated = int(probe["rows"]) * ROW_OVERHEAD_BYTES + int(probe["io_chars"] or 0)
     max_file = (integration.max_file_size_mb or 0) << 20
     target = min(subrange_bytes, max_file) if max_file else subrange_bytes
-    subranges = request.window.split(subrange_count(estimated, target)) if source_rows else []
-    sub_counts = _subrange_counts(clickhouse, table, request, subranges, tags) if len(subranges) > 1 else (
-        [source_rows] if subranges else [])
+    subranges = request.window.split(subrange_count(estimated, target))
+    sub_counts, max_event_ts = _subrange_counts(clickhouse, table, request, subranges, tags)
+    source_rows = sum(sub_counts)
+    if not source_rows:
+        subranges, sub_counts = [], []
     log(f"{request.partition_key}: {source_rows} rows, ~{estimated >> 20} MiB, {len(subranges)} sub-range(s)")
 
     previous = _read_manifest(store, manifest_key(template, ctx))
@@ -141,7 +146,7 @@ def export_window(
         "formats": list(integration.file_types),
         "compression": integration.compression,
         "source": {"table": table, "row_count": source_rows,
-                   "max_event_ts": iso(_aware(probe["max_event_ts"])) if source_rows else None},
+                   "max_event_ts": iso(_aware(max_event_ts)) if source_rows else None},
         "columns": list(EXPORT_COLUMN_NAMES),
         "files": [
             {"key": f.obj.key, "uri": f.obj.uri, "format": f.format, "compression": f.compression, "part": f.part,
@@ -247,17 +252,21 @@ def _export_parquet(clickhouse, store, template, ctx, subranges, sub_counts, par
     return out
 
 
-def _subrange_counts(clickhouse, table, request, subranges, tags) -> list[int]:
-    """Rows per sub-range in one pass (the CSV files' row counts; JSON formats count their own lines)."""
-    from exports_pipeline.events.queries import WINDOW_FILTER, qualified_table
-
-    bounds = ", ".join(f"start_time < {{b{i}:DateTime64(6, 'UTC')}}, {i}" for i in range(len(subranges) - 1))
-    sql = (f"SELECT multiIf({bounds}, {len(subranges) - 1}) AS sub, count() AS rows "
+def _subrange_counts(clickhouse, table, request, subranges, tags) -> tuple[list[int], dt.datetime | None]:
+    """Rows per sub-range (latest versions, FINAL) and the window's max(event_ts), in one pass: the
+    manifest's source row count and the CSV files' row counts (JSON formats count their own lines)."""
+    if len(subranges) > 1:
+        bounds = ", ".join(f"start_time < {{b{i}:DateTime64(6, 'UTC')}}, {i}" for i in range(len(subranges) - 1))
+        sub = f"multiIf({bounds}, {len(subranges) - 1})"
+    else:
+        sub = "0"
+    sql = (f"SELECT {sub} AS sub, count() AS rows, max(event_ts) AS max_event_ts "
            f"FROM {qualified_table(table)} FINAL WHERE {WINDOW_FILTER} GROUP BY sub")
     params = {"project_id": request.project_id, "start": request.window.start, "end": request.window.end}
     params.update({f"b{i}": s.end for i, s in enumerate(subranges[:-1])})
-    counts = dict(clickhouse.query(sql, params, tags=tags))
-    return [int(counts.get(i, 0)) for i in range(len(subranges))]
+    found = {int(r[0]): (int(r[1]), r[2]) for r in clickhouse.query(sql, params, tags=tags)}
+    latest = max((ts for _, ts in found.values()), default=None)
+    return [found.get(i, (0, None))[0] for i in range(len(subranges))], latest
 
 
 # ------------------------------------------------------------------------------------ bookkeeping

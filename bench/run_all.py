@@ -39,6 +39,7 @@ TARGET_BA = {"csv": 0.7, "jsonl": 0.7, "parquet": 0.5}
 TARGET_DC = 0.8
 RSS_TOLERANCE = 0.20
 BUCKET = "bench"
+CORES = os.cpu_count() or 1
 MEASURE_TIMEOUT = 900
 
 
@@ -81,6 +82,15 @@ class Moto:
         except OSError:
             return None
         return None
+
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU of the server process so far."""
+        try:
+            with open(f"/proc/{self.proc.pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            return None
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -127,6 +137,8 @@ def median_of(runs: list[dict]) -> dict:
     out["bytes"] = int(statistics.median(r["bytes"] for r in runs))
     for k in ("seconds", "rows_per_s", "mb_per_s", "peak_rss_mb", "cpu_s"):
         out[k] = statistics.median(r[k] for r in runs)
+    server = [r["server_cpu_s"] for r in runs if r.get("server_cpu_s") is not None]
+    out["server_cpu_s"] = statistics.median(server) if server else None
     out["runs"] = len(runs)
     out["seconds_all"] = [r["seconds"] for r in runs]
     out["peak_rss_all"] = [r["peak_rss_mb"] for r in runs]
@@ -147,13 +159,15 @@ def report(med: dict, formats: list[str], out=print) -> dict:
         out("")
         out(f"== {fmt} == day window, {rows[0]['rows'] if rows[0] else '?':,} rows "
             f"(medians of {max((r['runs'] for r in rows if r), default=0)} runs)")
-        out(f"{'case':<26} {'rows/s':>9} {'MB/s':>7} {'MB':>7} {'seconds':>8} {'cpu s':>7} {'peak RSS MiB':>13}")
+        out(f"{'case':<26} {'rows/s':>9} {'MB/s':>7} {'MB':>7} {'seconds':>8} {'cpu s':>7} {'peak RSS MiB':>13} "
+            f"{'moto cpu s':>11}")
         for case, r in zip(CASES, rows, strict=True):
             if r is None:
                 out(f"{LABEL[case]:<26} {'(not run)':>9}")
                 continue
             out(f"{LABEL[case]:<26} {r['rows_per_s']:>9,.0f} {r['mb_per_s']:>7.1f} {r['bytes'] / 1e6:>7.0f} "
-                f"{r['seconds']:>8.2f} {r['cpu_s']:>7.2f} {r['peak_rss_mb']:>13.0f}")
+                f"{r['seconds']:>8.2f} {r['cpu_s']:>7.2f} {r['peak_rss_mb']:>13.0f} "
+                f"{'' if r.get('server_cpu_s') is None else format(r['server_cpu_s'], '11.2f')}")
         a, b, c, d = rows
         ratios = {}
         if a and b:
@@ -162,6 +176,11 @@ def report(med: dict, formats: list[str], out=print) -> dict:
                              "cpu_ratio": round(a["cpu_s"] / b["cpu_s"], 3)}
             out(f"b/a = {verdict(ba, ba >= TARGET_BA[fmt])}  (target >= {TARGET_BA[fmt]}; "
                 f"CPU a/b = {a['cpu_s'] / b['cpu_s']:.2f})")
+            # Both are CPU-bound on this box: (b) cannot finish before its CPU seconds / cores.
+            floor_b = max(a["seconds"], b["cpu_s"] / CORES)
+            ratios["b/a"]["cpu_bound"] = round(a["seconds"] / floor_b, 3)
+            out(f"      note: (b) burns {b['cpu_s']:.1f} CPU-s vs (a) {a['cpu_s']:.1f}; on {CORES} cores that alone "
+                f"caps b/a at {a['seconds'] / floor_b:.2f}")
         if c and d:
             dc = d["rows_per_s"] / c["rows_per_s"]
             ratios["d/c"] = {"value": round(dc, 3), "target": TARGET_DC, "pass": dc >= TARGET_DC}
@@ -177,6 +196,14 @@ def report(med: dict, formats: list[str], out=print) -> dict:
                 out(f"      note: engine (a) {a['seconds']:.1f} s vs server (c) {c['seconds']:.1f} s; (d) reaches "
                     f"{overlap / d['seconds']:.2f} of the overlapped bound max(a,c) and {serial / d['seconds']:.2f} "
                     "of the serial bound a+c")
+            if c.get("server_cpu_s") is not None and d.get("server_cpu_s") is not None:
+                c_total, d_total = c["cpu_s"] + c["server_cpu_s"], d["cpu_s"] + d["server_cpu_s"]
+                floor_d = max(c["seconds"], d_total / CORES)
+                ratios["d/c"].update({"cpu_total_c": round(c_total, 2), "cpu_total_d": round(d_total, 2),
+                                      "cpu_bound": round(c["seconds"] / floor_d, 3)})
+                out(f"      note: CPU-s client+server: (c) {c['cpu_s']:.1f}+{c['server_cpu_s']:.1f}, (d) "
+                    f"{d['cpu_s']:.1f}+{d['server_cpu_s']:.1f}; on {CORES} cores that alone caps d/c at "
+                    f"{c['seconds'] / floor_d:.2f}")
         summary["ratios"][fmt] = ratios
 
     out("")
@@ -242,7 +269,10 @@ def main(argv: list[str] | None = None) -> int:
         moto = Moto()
         try:
             create_bucket(moto.endpoint)
+            cpu0 = moto.cpu_seconds()
             result = measure(case, fmt, window, moto.endpoint)
+            cpu1 = moto.cpu_seconds()
+            result["server_cpu_s"] = round(cpu1 - cpu0, 2) if cpu0 is not None and cpu1 is not None else None
             result["server_peak_rss_mb"] = moto.peak_rss_mb()
             moto_peaks.append(result["server_peak_rss_mb"] or 0)
             return result

@@ -33,6 +33,7 @@ from exports_pipeline.formats import content_type, effective_compression, file_e
 from exports_pipeline.resources.clickhouse import ClickHouseResource, query_tags
 from exports_pipeline.resources.object_store.base import ObjectStore, WrittenObject
 from exports_pipeline.resources.object_store.destination import Destination
+from exports_pipeline.resources.object_store.local import LocalObjectStore
 from exports_pipeline.state.models import BlobIntegration, EventLogEntry
 
 MANIFEST_SCHEMA_VERSION = 1
@@ -181,28 +182,44 @@ def _engine_writer(clickhouse: ClickHouseResource, sql: str, ch_format: str, set
     return write
 
 
+def _scratch_for(store: ObjectStore) -> str | None:
+    """Local destinations keep scratch files inside the destination, so finished ones are renamed into
+    place instead of copied (the copy was most of the pipeline's own cost)."""
+    return store.scratch_dir() if isinstance(store, LocalObjectStore) else None
+
+
 def _export_text(clickhouse, store, integration, template, ctx, fmt_name, subranges, sub_counts, params, tags,
                  estimated, max_file) -> list[ExportedFile]:
     """Ship each sub-range's bytes into the current file as ClickHouse writes them; start a new file at a
     sub-range boundary once the current one has reached max_file_size_mb (stored bytes; a file may pass
-    the limit by at most one sub-range)."""
+    the limit by at most one sub-range). A window of one sub-range is one file that ClickHouse writes
+    whole (header included), and on a local destination that file is simply moved into place."""
     fmt = get_format(fmt_name)
     compression = effective_compression(fmt, integration.compression)
     # chDB gzips CSV/JSONL itself, off the GIL; each sub-range becomes one gzip member, and multi-member
     # gzip is standard (RFC 1952) and read everywhere. zstd is compressed here into one frame per file,
     # because common readers stop after a first zstd frame; JSON arrays are framed here, so compressed here.
     engine_compressed = clickhouse.is_embedded and compression == "gzip" and fmt_name != "json"
+    single = len(subranges) == 1
+    ch_format = "CSVWithNames" if single and fmt_name == "csv" else fmt.clickhouse_format
+    adopt = (single and isinstance(store, LocalObjectStore) and fmt_name != "json"
+             and (compression == "none" or engine_compressed))
     ext = file_extension(fmt, integration.compression)
     sql = window_export_sql(clickhouse.events_table, fmt_name)
-    header = csv_header(EXPORT_COLUMN_NAMES)
+    header = b"" if ch_format == "CSVWithNames" else csv_header(EXPORT_COLUMN_NAMES)
     expected = min(estimated, max_file) if max_file else estimated
     out: list[ExportedFile] = []
     current: TextFile | None = None
     known_rows = 0
-    parts = EngineParts(_engine_writer(clickhouse, sql, fmt.clickhouse_format, TEXT_SETTINGS, params, tags,
+    parts = EngineParts(_engine_writer(clickhouse, sql, ch_format, TEXT_SETTINGS, params, tags,
                                        subranges, compression if engine_compressed else None),
-                        len(subranges), ".part")  # no ".gz": the engine would compress by extension
+                        len(subranges), ".part",  # no ".gz": the engine would compress by extension
+                        scratch_dir=_scratch_for(store))
     try:
+        if adopt:
+            parts.wait(0)
+            obj = store.adopt(data_key(template, ctx, fmt_name, ext, 0), parts.path(0), content_type(fmt, compression))
+            return [ExportedFile(fmt_name, compression, 0, sub_counts[0], obj)]
         for i, count in enumerate(sub_counts):
             if current is None:
                 key = data_key(template, ctx, fmt_name, ext, len(out))
@@ -229,22 +246,29 @@ def _export_text(clickhouse, store, integration, template, ctx, fmt_name, subran
 
 def _export_parquet(clickhouse, store, template, ctx, subranges, sub_counts, params, tags) -> list[ExportedFile]:
     """One Parquet file per non-empty sub-range, written by ClickHouse (bounded row groups) and shipped as
-    it is written. Parquet files cannot be concatenated, so sub-ranges are its file boundaries."""
+    it is written (moved into place on a local destination). Parquet files cannot be concatenated, so
+    sub-ranges are its file boundaries."""
     fmt = get_format("parquet")
+    ctype = content_type(fmt, "none")
     nonempty = [sub for sub, count in zip(subranges, sub_counts, strict=True) if count]
     sql = window_export_sql(clickhouse.events_table, "parquet")
     parts = EngineParts(_engine_writer(clickhouse, sql, "Parquet", PARQUET_SETTINGS, params, tags, nonempty),
-                        len(nonempty), ".parquet")
+                        len(nonempty), ".parquet", scratch_dir=_scratch_for(store))
     out: list[ExportedFile] = []
     try:
-        for i, sub in enumerate(nonempty):
+        for i in range(len(nonempty)):
             key = data_key(template, ctx, "parquet", fmt.extension, len(out))
-            with store.writer(key, content_type(fmt, "none"), None) as writer:
-                for chunk in parts.chunks(i):
-                    writer.write(chunk)
+            if isinstance(store, LocalObjectStore):
                 parts.wait(i)
                 rows = parquet_rows(parts.path(i))
-                obj = writer.commit()
+                obj = store.adopt(key, parts.path(i), ctype)
+            else:
+                with store.writer(key, ctype, None) as writer:
+                    for chunk in parts.chunks(i):
+                        writer.write(chunk)
+                    parts.wait(i)
+                    rows = parquet_rows(parts.path(i))
+                    obj = writer.commit()
             parts.release(i)
             out.append(ExportedFile("parquet", "none", len(out), rows, obj))
     finally:

@@ -75,7 +75,7 @@ class TextFile:
         self._writer: ObjectWriter = store.writer(key, content_type(fmt, compression), expected_size)
         self._framer = JsonArrayFramer() if fmt.name == "json" else None
         self.counted_rows = 0  # record separators seen, when the bytes are uncompressed JSON lines
-        if fmt.name == "csv":
+        if fmt.name == "csv" and header:
             if engine_compressed:
                 member = Compressor(self.compression)
                 self._writer.write(member.compress(header) + member.flush())
@@ -125,10 +125,11 @@ class EngineParts:
     sub-ranges, and memory by one read buffer. `write(i, path)` is the engine call for part i.
     """
 
-    def __init__(self, write: Callable[[int, str], None], count: int, suffix: str, lead: int = 2):
+    def __init__(self, write: Callable[[int, str], None], count: int, suffix: str, lead: int = 2,
+                 scratch_dir: str | None = None):
         # Paths that do not exist yet: the engine creates each file (TRUNCATE may replace a file that
         # exists, and a reader holding the old one would see nothing), and the reader opens it once it does.
-        self._dir = tempfile.mkdtemp(prefix="exports-parts-", dir=os.environ.get("EXPORTS_SCRATCH_DIR"))
+        self._dir = scratch_dir or tempfile.mkdtemp(prefix="exports-parts-", dir=os.environ.get("EXPORTS_SCRATCH_DIR"))
         self._paths = [os.path.join(self._dir, f"part-{i:05d}{suffix}") for i in range(count)]
         self._done = [threading.Event() for _ in range(count)]
         self._slots = threading.Semaphore(lead)
@@ -198,7 +199,9 @@ class EngineParts:
 
 
 def csv_header(columns: Iterable[str]) -> bytes:
-    return (",".join(columns) + "\r\n").encode()
+    """The header line exactly as ClickHouse's CSVWithNames writes it (names quoted), so a file reads the
+    same whether ClickHouse or we wrote its header."""
+    return (",".join(f'"{c}"' for c in columns) + "\r\n").encode()
 
 
 def parquet_rows(path: str) -> int:

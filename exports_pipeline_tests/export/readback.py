@@ -89,7 +89,8 @@ def read_json(data: bytes) -> list[dict]:
 
 def read_csv(data: bytes) -> list[dict]:
     """RFC 4180 via Arrow: an unquoted empty field is NULL, a quoted one is the empty string."""
-    header = data.split(b"\r\n", 1)[0].decode().split(",")
+    header = [name.strip('"') for name in data.split(b"\r\n", 1)[0].decode().split(",")]
+    assert header == NAMES, "the CSV header names every column, in order"
     table = pacsv.read_csv(
         io.BytesIO(data),
         parse_options=pacsv.ParseOptions(newlines_in_values=True),

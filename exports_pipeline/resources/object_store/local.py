@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import re
 import uuid
@@ -27,6 +28,7 @@ from exports_pipeline.resources.object_store.base import (
 from exports_pipeline.resources.object_store.classify import classify_local_error
 from exports_pipeline.resources.object_store.destination import Destination
 
+SCRATCH_PREFIX = ".exports-scratch-"
 TEMP_NAME = re.compile(r"^\..+\.tmp-[0-9a-f]{32}$")
 
 
@@ -105,7 +107,8 @@ class LocalObjectStore(ObjectStore):
                               field="prefix")
         start = os.path.join(self.root, *folder.split("/")) if folder else self.root
         keys = []
-        for dirpath, _dirnames, filenames in os.walk(start):
+        for dirpath, dirnames, filenames in os.walk(start):
+            dirnames[:] = [d for d in dirnames if not d.startswith(SCRATCH_PREFIX)]
             relative = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
             for name in filenames:
                 if TEMP_NAME.match(name):
@@ -135,6 +138,34 @@ class LocalObjectStore(ObjectStore):
             if isinstance(first, ExportsError):
                 raise type(first)(message[:1000], code=first.code)
             raise ExportsError(message[:1000], code=errno.errorcode.get(first.errno or 0))
+
+    # ------------------------------------------------------------------------ engine-written files
+
+    def scratch_dir(self) -> str:
+        """A hidden directory inside the destination, so a file written there can be renamed into place
+        (same filesystem) instead of copied; never listed as keys."""
+        self._require_root("write", SCRATCH_PREFIX)
+        path = os.path.join(self.root, f"{SCRATCH_PREFIX}{uuid.uuid4().hex}")
+        with self._errors("write", SCRATCH_PREFIX):
+            os.makedirs(path)
+        return path
+
+    def adopt(self, key: str, source: str, content_type: str = DEFAULT_CONTENT_TYPE) -> WrittenObject:
+        """Move a finished file (from `scratch_dir()`) to `key` atomically, without copying its bytes:
+        hashed, fsynced, renamed; until then nothing exists under the key."""
+        path = self.path(key)
+        digest, size = hashlib.sha256(), 0
+        with self._errors("commit", key):
+            with open(source, "rb") as fh:
+                while block := fh.read(8 << 20):
+                    digest.update(block)
+                    size += len(block)
+                os.fsync(fh.fileno())
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            os.replace(source, path)
+        _fsync_directory(os.path.dirname(path))
+        return WrittenObject(key=key, uri=self.uri(key), size=size, sha256=digest.hexdigest(),
+                             content_type=content_type)
 
     def presign_get(self, key: str, expires_seconds: int, filename: str | None = None) -> str:
         """Local files need no signature: the ``file://`` URI is the download link."""

@@ -38,7 +38,7 @@ import uuid
 import boto3
 import pyarrow.parquet as pq
 
-from bench.prepare import OUT_DIR, PROJECT, TABLE, WINDOWS, clickhouse, load_marker
+from bench.prepare import OUT_DIR, PROJECT, TABLE, WINDOWS, clickhouse, exclusive_run, load_marker
 from exports_pipeline.crypto import SecretBox
 from exports_pipeline.events.queries import PARQUET_SETTINGS, TEXT_SETTINGS, window_export_sql
 from exports_pipeline.export.blob import ExportRequest, destination_for, export_window
@@ -200,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--endpoint")
     parser.add_argument("--bucket")
     args = parser.parse_args(argv)
-    print(json.dumps(measure(args.case, args.format, args.window, args.endpoint, args.bucket)), flush=True)
+    with exclusive_run(log=lambda m: print(m, file=sys.stderr, flush=True)):
+        result = measure(args.case, args.format, args.window, args.endpoint, args.bucket)
+    print(json.dumps(result), flush=True)
     return 0
 
 

@@ -27,7 +27,7 @@ import sys
 import time
 import urllib.request
 
-from bench.prepare import BENCH_DIR, OUT_DIR, prepare
+from bench.prepare import BENCH_DIR, LOCK_ENV, OUT_DIR, exclusive_run, prepare
 
 ROOT = os.path.dirname(BENCH_DIR)
 RESULTS = os.path.join(OUT_DIR, "results.json")
@@ -118,7 +118,7 @@ def measure(case: str, fmt: str, window: str, endpoint: str) -> dict:
     cmd = [sys.executable, "-m", "bench.measure", "--case", case, "--format", fmt, "--window", window,
            "--endpoint", endpoint, "--bucket", BUCKET]
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-           "EXPORTS_SCRATCH_DIR": os.path.join(OUT_DIR, "scratch")}
+           "EXPORTS_SCRATCH_DIR": os.path.join(OUT_DIR, "scratch"), LOCK_ENV: str(os.getpid())}
     os.makedirs(env["EXPORTS_SCRATCH_DIR"], exist_ok=True)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=MEASURE_TIMEOUT)
@@ -241,6 +241,11 @@ def code_version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    with exclusive_run(log=lambda m: print(m, flush=True)):
+        return _main(argv)
+
+
+def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3, help="rounds of the day-window cases (median)")
     parser.add_argument("--reps-4x", type=int, default=1, help="rounds of the 4-day-window RSS check")

@@ -230,3 +230,24 @@ def test_export_holds_exactly_the_latest_undeleted_versions_by_an_independent_de
     assert raw > len(expected)  # the window really has unmerged versions and tombstones
     assert any(o.startswith("[v2] ") for o in expected.values())
     assert exported == expected
+
+
+def test_local_export_leaves_no_scratch_behind_on_success_or_failure(seeded, tmp_path):
+    from exports_pipeline.resources.clickhouse import ClickHouseError, ClickHouseResource
+
+    export_window(seeded, local_store(tmp_path), integration(str(tmp_path), file_types=("csv", "parquet")), request())
+    everything = [os.path.relpath(os.path.join(d, n), tmp_path) for d, ds, fs in os.walk(tmp_path) for n in fs + ds]
+    assert not [p for p in everything if ".exports-scratch-" in p or ".tmp-" in p]
+
+    class Broken(ClickHouseResource):
+        def export_to_file(self, sql, fmt, path, parameters=None, **kwargs):
+            with open(path, "wb") as fh:
+                fh.write(b"half a file")
+            raise ClickHouseError("dropped (injected)")
+
+    out = tmp_path / "broken"
+    out.mkdir()
+    with pytest.raises(ClickHouseError):
+        export_window(Broken(url=seeded.url, events_table=seeded.events_table), local_store(out),
+                      integration(str(out), file_types=("csv",)), request())
+    assert [os.path.join(d, n) for d, ds, fs in os.walk(out) for n in fs + ds] == []

@@ -16,6 +16,8 @@ import dagster as dg
 
 from exports_pipeline.settings import Settings, get_settings, store_generated_key
 
+# Runs log to the instance (the UI shows everything); the terminal gets warnings and the summary tables.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 DEMO_PROJECTS = 3
 DEMO_DAYS = 3
 
@@ -113,7 +115,7 @@ def run_demo(settings: Settings, events_per_day: int) -> int:
     bucket = settings.home / "bucket"
     configure_integrations(settings, resources["state"], bucket)
 
-    profile = defs.resolve_job_def("source_profile_job").execute_in_process(instance=instance)
+    profile = defs.resolve_job_def("source_profile_job").execute_in_process(instance=instance, run_config=QUIET)
     if not profile.success:
         print("the source profile run failed")
         return 1
@@ -129,7 +131,8 @@ def run_demo(settings: Settings, events_per_day: int) -> int:
         job = defs.resolve_job_def(f"blob_storage_export_{frequency}_job")
         for window in complete_windows(frequency, days):
             key = f"{window}|{project}"
-            result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False)
+            result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False,
+                                            run_config=QUIET)
             mats = result.asset_materializations_for_node(f"blob_storage_export_{frequency}")
             checks = result.get_asset_check_evaluations()
             if not result.success or not mats:

@@ -62,7 +62,7 @@ def _make_handler(state: ShimState) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"
 
         def log_message(self, *args: object) -> None:
-            pass
+            """Quiet: the test output is for assertions."""
 
         def _reply(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
             self.send_response(status)

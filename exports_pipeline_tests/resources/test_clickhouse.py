@@ -69,8 +69,8 @@ def test_export_to_file_parquet(clickhouse, tmp_path):
 
 def test_embedded_refuses_to_stream_buffered_formats(chdb_url):
     with pytest.raises(ValueError, match="does not stream"):
-        with ClickHouseResource(url=chdb_url).stream("SELECT 1", "Parquet"):
-            pass
+        with ClickHouseResource(url=chdb_url).stream("SELECT 1", "Parquet") as chunks:
+            list(chunks)
 
 
 def test_query_errors_are_clickhouse_errors_naming_the_masked_url(clickhouse):

@@ -206,19 +206,3 @@ def csv_header(columns: Iterable[str]) -> bytes:
 
 def parquet_rows(path: str) -> int:
     return pq.read_metadata(path).num_rows
-
-
-def upload_file(store: ObjectStore, key: str, path: str, ctype: str) -> WrittenObject:
-    """Copy a finished local file into the store through a writer (multipart on S3, atomic rename locally)."""
-    with store.writer(key, ctype, os.path.getsize(path)) as writer:
-        with open(path, "rb") as fh:
-            while block := fh.read(COPY_CHUNK):
-                writer.write(block)
-        return writer.commit()
-
-
-def scratch_file(suffix: str) -> str:
-    """A private temporary file path for the engine to write (chDB's INTO OUTFILE) and us to read."""
-    fd, path = tempfile.mkstemp(prefix="exports-", suffix=suffix, dir=os.environ.get("EXPORTS_SCRATCH_DIR"))
-    os.close(fd)
-    return path

@@ -199,7 +199,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", default="day", choices=sorted(WINDOWS))
     parser.add_argument("--endpoint")
     parser.add_argument("--bucket")
+    parser.add_argument("--gc-freeze", action="store_true",
+                        help="experiment: gc.freeze() after imports (moves the import-time heap out of the GC's way)")
     args = parser.parse_args(argv)
+    if args.gc_freeze:
+        import gc
+
+        gc.collect()
+        gc.freeze()
     with exclusive_run(log=lambda m: print(m, file=sys.stderr, flush=True)):
         result = measure(args.case, args.format, args.window, args.endpoint, args.bucket)
     print(json.dumps(result), flush=True)

@@ -1,6 +1,6 @@
 """The whole benchmark: prepare data, start moto, measure every (case, format) in fresh processes.
 
-    python -m bench.run_all [--reps 3] [--reps-4x 1] [--budget-min 14] [--formats csv,jsonl,parquet]
+    python -m bench.run_all [--reps 3] [--reps-4x 1] [--budget-min 12] [--formats csv,jsonl,parquet]
 
 Round 1 measures everything once (the day window for all four cases, then our local export of the
 4-day window); further rounds repeat the day-window cases (and the 4-day one, up to `--reps-4x`) while
@@ -249,17 +249,18 @@ def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3, help="rounds of the day-window cases (median)")
     parser.add_argument("--reps-4x", type=int, default=1, help="rounds of the 4-day-window RSS check")
-    parser.add_argument("--budget-min", type=float, default=14.0,
+    parser.add_argument("--budget-min", type=float, default=12.0,
                         help="start no further round whose projected end is past this many minutes")
     parser.add_argument("--formats", default=",".join(FORMATS))
     parser.add_argument("--formats-4x", default=",".join(FORMATS), help="formats of the 4-day RSS check")
     args = parser.parse_args(argv)
     formats = [f for f in args.formats.split(",") if f]
     started = time.monotonic()
+    code_at_start = code_version()
     log = lambda msg: print(msg, flush=True)  # noqa: E731
 
     log(f"bench: {platform.node()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}, "
-        f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M}Z; code {code_version()}")
+        f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M}Z; code {code_at_start}")
     marker = prepare(log=log)
     runs: dict[tuple, list[dict]] = {}
     rounds_done = 0
@@ -323,7 +324,7 @@ def _main(argv: list[str] | None = None) -> int:
         f"moto peak RSS {moto_peak or 0:.0f} MiB (fresh server per S3 run); load average now {os.getloadavg()[0]:.1f}")
     doc = {
         "created_at": dt.datetime.now(dt.UTC).isoformat(), "host": platform.node(), "cpus": os.cpu_count(),
-        "code": code_version(), "data": marker, "total_seconds": round(total, 1), "moto_peak_rss_mb": moto_peak,
+        "code": code_at_start, "code_at_end": code_version(), "data": marker, "total_seconds": round(total, 1), "moto_peak_rss_mb": moto_peak,
         "medians": [med[k] for k in sorted(med)], "failures": failures, "runs": [r for k in sorted(runs) for r in runs[k]],
         **summary,
     }

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 
 import dagster as dg
 import pytest
@@ -16,8 +15,6 @@ from exports_pipeline.resources.clickhouse import ClickHouseResource
 from exports_pipeline.resources.object_store.resource import ObjectStoreResource
 from exports_pipeline.state.models import BlobIntegration
 from exports_pipeline.state.store import StateStore
-from exports_pipeline_tests.export.conftest import seeded  # noqa: F401  (fixture)
-from exports_pipeline_tests.resources.conftest import fault_proxy  # noqa: F401  (fixture)
 
 START = "2026-10-01"
 DAY1, DAY2, DAY3 = "2026-11-02", "2026-11-03", "2026-11-04"

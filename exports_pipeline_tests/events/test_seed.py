@@ -132,7 +132,7 @@ def test_ids_projects_and_traces(seeded):
 
 def test_times_types_and_realistic_fields(seeded):
     client, st = seeded
-    row = q(client, f"""
+    row = q(client, """
         SELECT min(start_time), max(start_time), countIf(end_time < start_time), countIf(end_time IS NULL),
                countIf(toMicrosecond(start_time) % 1000 != 0),
                countIf(type = 'GENERATION'), countIf(type = 'GENERATION' AND completion_start_time IS NULL),

@@ -15,7 +15,7 @@ from exports_pipeline.resources.object_store.destination import Destination
 from exports_pipeline.resources.object_store.resource import ObjectStoreResource
 from exports_pipeline.state.models import BlobIntegration
 from exports_pipeline.state.store import StateStore
-from exports_pipeline_tests.export.conftest import DAY_END, DAY_START
+from exports_pipeline_tests.seeded_events import DAY_END, DAY_START
 from exports_pipeline_tests.export.readback import clickhouse_rows, read_file
 
 WINDOW = Window(DAY_START, DAY_END)

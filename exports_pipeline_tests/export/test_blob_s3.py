@@ -10,16 +10,10 @@ from exports_pipeline.errors import CustomerFault, TransientFault
 from exports_pipeline.export.blob import export_window
 from exports_pipeline.export.windows import Window
 from exports_pipeline.resources.clickhouse import ClickHouseError, ClickHouseResource
-from exports_pipeline_tests.export.conftest import DAY_END, DAY_START
+from exports_pipeline_tests.seeded_events import DAY_END, DAY_START
 from exports_pipeline_tests.export.readback import clickhouse_rows, read_file
 from exports_pipeline_tests.export.test_blob_export import integration, request
-from exports_pipeline_tests.resources.conftest import (  # noqa: F401  (fixtures)
-    fault_proxy,
-    make_store,
-    object_missing,
-    pending_uploads,
-    s3_client,
-)
+from exports_pipeline_tests.s3_peers import pending_uploads
 
 TWO_DAYS = Window(DAY_START, DAY_END + dt.timedelta(days=1))
 

@@ -11,7 +11,7 @@ import pytest
 from exports_pipeline.errors import CustomerFault, ObjectTooLarge, TransientFault
 from exports_pipeline.resources.object_store import sizing
 from exports_pipeline.resources.object_store.sizing import MiB
-from exports_pipeline_tests.resources.conftest import object_missing, pending_uploads, unique_key
+from exports_pipeline_tests.s3_peers import object_missing, pending_uploads, unique_key
 
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 

@@ -14,7 +14,7 @@ import zstandard
 from exports_pipeline.errors import CustomerFault, ObjectNotFound
 from exports_pipeline.resources.object_store import Destination, S3ObjectStore
 from exports_pipeline.resources.object_store.sizing import MiB
-from exports_pipeline_tests.resources.conftest import (
+from exports_pipeline_tests.s3_peers import (
     object_missing,
     pending_uploads,
     seed_objects,

@@ -1,4 +1,4 @@
-"""A seeded events table shared by the export tests of one module, plus helpers to run one window."""
+"""A seeded events table shared by the export tests of one module (a pytest plugin of the root conftest)."""
 
 from __future__ import annotations
 

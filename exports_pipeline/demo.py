@@ -140,13 +140,14 @@ def run_demo(settings: Settings, events_per_day: int) -> int:
                 print(f"{key}: run {result.run_id} failed")
                 continue
             meta = {k: v.value for k, v in mats[0].metadata.items()}
-            rows.append({"partition": key, "rows": meta["dagster/partition_row_count"], "files": meta["files"],
+            rows.append({"frequency": frequency, "partition": key, "rows": meta["dagster/partition_row_count"],
+                         "files": meta["files"],
                          "bytes": meta["bytes"], "seconds": meta["seconds"], "rows/s": meta["rows_per_second"],
                          "check": "pass" if checks and all(c.passed for c in checks) else "FAIL"})
     print(f"\nobject-storage exports ({len(rows)} windows through Dagster; checks compare each manifest with "
           "ClickHouse):")
-    daily = [r for r in rows if "-" not in r["partition"].split("|")[0][8:]]
-    hourly = [r for r in rows if r not in daily]
+    daily = [r for r in rows if r["frequency"] == "daily"]
+    hourly = [r for r in rows if r["frequency"] == "hourly"]
     print_table(daily + hourly[:6], ["partition", "rows", "files", "bytes", "seconds", "rows/s", "check"])
     if len(hourly) > 6:
         total = {k: sum(r[k] for r in hourly) for k in ("rows", "files", "bytes")}

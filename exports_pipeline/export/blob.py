@@ -131,7 +131,8 @@ def export_window(
             new = _export_text(clickhouse, store, integration, template, ctx, fmt_name, subranges, sub_counts,
                                params, tags, estimated, max_file)
         else:
-            new = _export_parquet(clickhouse, store, template, ctx, subranges, sub_counts, params, tags)
+            new = _export_parquet(clickhouse, store, template, ctx, subranges, sub_counts, params, tags,
+                                  estimated)
         files.extend(new)
         written.extend(f.obj for f in new)
         if state is not None:  # log each object as soon as it exists, so none is ever untracked
@@ -244,7 +245,8 @@ def _export_text(clickhouse, store, integration, template, ctx, fmt_name, subran
     return out
 
 
-def _export_parquet(clickhouse, store, template, ctx, subranges, sub_counts, params, tags) -> list[ExportedFile]:
+def _export_parquet(clickhouse, store, template, ctx, subranges, sub_counts, params, tags,
+                    estimated: int) -> list[ExportedFile]:
     """One Parquet file per non-empty sub-range, written by ClickHouse (bounded row groups) and shipped as
     it is written (moved into place on a local destination). Parquet files cannot be concatenated, so
     sub-ranges are its file boundaries."""
@@ -263,7 +265,9 @@ def _export_parquet(clickhouse, store, template, ctx, subranges, sub_counts, par
                 rows = parquet_rows(parts.path(i))
                 obj = store.adopt(key, parts.path(i), ctype)
             else:
-                with store.writer(key, ctype, None) as writer:
+                # The text-size estimate of the sub-range bounds its Parquet size from above, which is
+                # what part sizing needs (never too few parts' worth of capacity).
+                with store.writer(key, ctype, max(1, estimated // len(subranges))) as writer:
                     for chunk in parts.chunks(i):
                         writer.write(chunk)
                     parts.wait(i)

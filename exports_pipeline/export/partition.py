@@ -51,6 +51,16 @@ def history_start(integration: BlobIntegration, clickhouse: ClickHouseResource) 
     return window_floor(integration.export_start_date, integration.export_frequency)
 
 
+def _cursor_origin(state, sink: str, integration: BlobIntegration, clickhouse: ClickHouseResource,
+                   window: Window) -> dt.datetime:
+    """Where the cursor starts, needed only until it has a position: so the project's first event (a
+    FINAL scan of the whole project for FULL_HISTORY) is looked up once, not on every run."""
+    cursor = state.get_cursor(sink, integration.project_id)
+    if cursor is not None and cursor.last_sync_at is not None:
+        return cursor.last_sync_at
+    return history_start(integration, clickhouse) or window.start
+
+
 def export_partition(
     *,
     clickhouse: ClickHouseResource,
@@ -73,9 +83,11 @@ def export_partition(
     if integration.export_frequency != frequency:
         return PartitionOutcome(False, f"the integration of {project_id} exports {integration.export_frequency}, "
                                 f"not {frequency}")
-    origin = history_start(integration, clickhouse)
-    if integration.export_mode != "FULL_HISTORY" and origin is not None and window.end <= origin:
-        return PartitionOutcome(False, f"window ends before the integration's start date {origin:%Y-%m-%d %H:%M}Z")
+    sink = cursor_sink(frequency)
+    if integration.export_mode != "FULL_HISTORY":
+        start = history_start(integration, clickhouse)  # from the stored date: no query
+        if window.end <= start:
+            return PartitionOutcome(False, f"window ends before the integration's start date {start:%Y-%m-%d %H:%M}Z")
 
     request = ExportRequest(project_id, frequency, window, partition_key, run_id)
     state.mark_blob_run_started(project_id)
@@ -84,13 +96,13 @@ def export_partition(
             result = export_window(clickhouse, store, integration, request, state=state, log=log)
     except (CustomerFault, ConfigError) as exc:  # the stored configuration is the customer's to fix
         state.disable_blob_integration(project_id, error=str(exc))
-        state.record_cursor_error(cursor_sink(frequency), project_id, str(exc))
+        state.record_cursor_error(sink, project_id, str(exc))
         raise
     except Exception as exc:
         state.record_blob_error(project_id, f"{type(exc).__name__}: {exc}")
-        state.record_cursor_error(cursor_sink(frequency), project_id, f"{type(exc).__name__}: {exc}")
+        state.record_cursor_error(sink, project_id, f"{type(exc).__name__}: {exc}")
         raise
-    cursor = state.finish_window(cursor_sink(frequency), project_id, window.start, window.end, run_id,
-                                 origin=origin or window.start)
+    cursor = state.finish_window(sink, project_id, window.start, window.end, run_id,
+                                 origin=_cursor_origin(state, sink, integration, clickhouse, window))
     state.mark_blob_run_finished(project_id, last_sync_at=cursor.last_sync_at)
     return PartitionOutcome(True, "exported", result)

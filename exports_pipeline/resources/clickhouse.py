@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import re
-import sys
 import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping

@@ -236,3 +236,23 @@ def test_transient_clickhouse_failure_over_http_is_retried_and_the_run_succeeds(
     assert len(retried) == 1
     assert chdb_http.state.fail_next == 0
     assert env["state"].get_blob_integration("proj-1").enabled
+
+
+def test_first_event_is_looked_up_only_until_the_cursor_has_a_position(env, seeded, chdb_http):
+    """FULL_HISTORY's origin needs a FINAL scan of the whole project; it must not run on every window."""
+    database = seeded.events_table.split(".")[0]
+    http = ClickHouseResource(url=f"http://default:pw@127.0.0.1:{chdb_http.port}/{database}?compress=false",
+                              events_table=seeded.events_table)
+    daily = next(a for a in build_blob_storage_defs(START, 15)["assets"] if a.key.path == ["blob_storage_export_daily"])
+    add_local(env, file_types=("jsonl",))
+
+    def run_and_count_first_event_queries(key):
+        before = len(chdb_http.state.requests)
+        result = dg.materialize([daily], partition_key=key, instance=env["instance"],
+                                resources={**env["resources"], "clickhouse": http})
+        assert result.success
+        return sum("min(start_time)" in r.sql for r in chdb_http.state.requests[before:])
+
+    assert run_and_count_first_event_queries(f"{DAY1}|proj-1") == 1
+    assert run_and_count_first_event_queries(f"{DAY2}|proj-1") == 0
+    assert env["state"].get_cursor(cursor_sink("daily"), "proj-1").last_sync_at == dt.datetime(2026, 11, 4, tzinfo=dt.UTC)

@@ -218,8 +218,10 @@ def _export_text(clickhouse, store, integration, template, ctx, fmt_name, subran
                         scratch_dir=_scratch_for(store))
     try:
         if adopt:
+            landed = parts.follow(0)
             parts.wait(0)
-            obj = store.adopt(data_key(template, ctx, fmt_name, ext, 0), parts.path(0), content_type(fmt, compression))
+            obj = store.adopt(data_key(template, ctx, fmt_name, ext, 0), landed.path, content_type(fmt, compression),
+                              sha256=landed.sha256, size=landed.size)
             return [ExportedFile(fmt_name, compression, 0, sub_counts[0], obj)]
         for i, count in enumerate(sub_counts):
             if current is None:
@@ -261,9 +263,10 @@ def _export_parquet(clickhouse, store, template, ctx, subranges, sub_counts, par
         for i in range(len(nonempty)):
             key = data_key(template, ctx, "parquet", fmt.extension, len(out))
             if isinstance(store, LocalObjectStore):
+                landed = parts.follow(i)
                 parts.wait(i)
-                rows = parquet_rows(parts.path(i))
-                obj = store.adopt(key, parts.path(i), ctype)
+                rows = parquet_rows(landed.path)
+                obj = store.adopt(key, landed.path, ctype, sha256=landed.sha256, size=landed.size)
             else:
                 # The text-size estimate of the sub-range bounds its Parquet size from above, which is
                 # what part sizing needs (never too few parts' worth of capacity).

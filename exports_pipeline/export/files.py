@@ -7,6 +7,7 @@ commas), counts record separators with `bytes.count`, compresses and hands bytes
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
@@ -20,6 +21,10 @@ from exports_pipeline.formats import Compressor, Format, content_type, effective
 from exports_pipeline.resources.object_store.base import ObjectStore, ObjectWriter, WrittenObject
 
 COPY_CHUNK = 8 << 20
+# While following a part, push its written pages to disk every this many bytes, so the fsync that makes
+# the finished file durable has little left to do (with 24 GiB of RAM the kernel would otherwise keep
+# gigabytes dirty until that fsync, which then took 0.8 s of a 14.8 s JSONL export).
+SYNC_EVERY = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,15 @@ class ExportedFile:
     part: int
     rows: int
     obj: WrittenObject
+
+
+@dataclass(frozen=True)
+class Landed:
+    """A finished engine-written file: its path, size and sha256, taken while it was written."""
+
+    path: str
+    size: int
+    sha256: str
 
 
 class JsonArrayFramer:
@@ -183,6 +197,25 @@ class EngineParts:
                     yield data
                     continue
                 self._done[i].wait(0.02)
+
+    def follow(self, i: int) -> Landed:
+        """Hash part i while the engine writes it and flush its pages to disk along the way: the finished
+        file then needs neither a second read nor a long fsync before it is renamed into place."""
+        digest, size, synced = hashlib.sha256(), 0, 0
+        sync_fd = None
+        try:
+            for chunk in self.chunks(i):
+                digest.update(chunk)
+                size += len(chunk)
+                if size - synced >= SYNC_EVERY:
+                    if sync_fd is None:
+                        sync_fd = os.open(self._paths[i], os.O_RDONLY)
+                    os.fdatasync(sync_fd)
+                    synced = size
+        finally:
+            if sync_fd is not None:
+                os.close(sync_fd)
+        return Landed(self._paths[i], size, digest.hexdigest())
 
     def release(self, i: int) -> None:
         """Part i is shipped: drop its scratch file and let the worker write the next one."""

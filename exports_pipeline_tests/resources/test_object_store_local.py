@@ -171,3 +171,25 @@ def test_validate_on_a_directory(store, tmp_path):
     result = store.validate()
     assert result.ok and result.uri == tmp_path.as_uri() + "/"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_adopt_renames_a_scratch_file_into_place_and_hashes_it(store, tmp_path):
+    scratch = store.scratch_dir()
+    source = os.path.join(scratch, "part-00000.part")
+    with open(source, "wb") as fh:
+        fh.write(b"a,b\r\n1,2\r\n")
+    inode = os.stat(source).st_ino
+    assert store.list_keys("") == []  # scratch is never a key
+    written = store.adopt("p/events/x.csv", source, "text/csv")
+    final = tmp_path / "p/events/x.csv"
+    assert os.stat(final).st_ino == inode and not os.path.exists(source)
+    assert written.sha256 == hashlib.sha256(b"a,b\r\n1,2\r\n").hexdigest() and written.size == 10
+
+
+def test_adopt_refuses_a_file_that_is_not_the_size_hashed_while_it_was_written(store, tmp_path):
+    source = os.path.join(store.scratch_dir(), "part-00000.part")
+    with open(source, "wb") as fh:
+        fh.write(b"0123456789")
+    with pytest.raises(ExportsError, match="10 bytes, not the 9 hashed"):
+        store.adopt("p/x.csv", source, "text/csv", sha256="0" * 64, size=9)
+    assert not (tmp_path / "p/x.csv").exists() and store.list_keys("") == []

@@ -150,21 +150,28 @@ class LocalObjectStore(ObjectStore):
             os.makedirs(path)
         return path
 
-    def adopt(self, key: str, source: str, content_type: str = DEFAULT_CONTENT_TYPE) -> WrittenObject:
+    def adopt(self, key: str, source: str, content_type: str = DEFAULT_CONTENT_TYPE, *,
+              sha256: str | None = None, size: int | None = None) -> WrittenObject:
         """Move a finished file (from `scratch_dir()`) to `key` atomically, without copying its bytes:
-        hashed, fsynced, renamed; until then nothing exists under the key."""
+        hashed (unless the caller hashed it while it was written and passes `sha256` and `size`),
+        fsynced, renamed; until then nothing exists under the key."""
         path = self.path(key)
-        digest, size = hashlib.sha256(), 0
         with self._errors("commit", key):
             with open(source, "rb") as fh:
-                while block := fh.read(8 << 20):
-                    digest.update(block)
-                    size += len(block)
+                if sha256 is None:
+                    digest, size = hashlib.sha256(), 0
+                    while block := fh.read(8 << 20):
+                        digest.update(block)
+                        size += len(block)
+                    sha256 = digest.hexdigest()
+                elif os.fstat(fh.fileno()).st_size != size:
+                    raise ExportsError(f"{source} is {os.fstat(fh.fileno()).st_size} bytes, not the {size} "
+                                       "hashed while it was written; not adopting it", code="SizeMismatch")
                 os.fsync(fh.fileno())
             os.makedirs(os.path.dirname(path), exist_ok=True)
             os.replace(source, path)
         _fsync_directory(os.path.dirname(path))
-        return WrittenObject(key=key, uri=self.uri(key), size=size, sha256=digest.hexdigest(),
+        return WrittenObject(key=key, uri=self.uri(key), size=int(size or 0), sha256=sha256,
                              content_type=content_type)
 
     def presign_get(self, key: str, expires_seconds: int, filename: str | None = None) -> str:

@@ -1,0 +1,54 @@
+"""EngineParts: a writer thread produces files while the reader follows them (the engine's side is a plain
+function here, writing the way INTO OUTFILE does: create, then append in blocks)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+
+import pytest
+
+from exports_pipeline.export import files
+from exports_pipeline.export.files import EngineParts
+
+BLOCK = os.urandom(1 << 16)
+
+
+def slow_writer(blocks: int, fail_at: int | None = None):
+    def write(i: int, path: str) -> None:
+        with open(path, "wb") as fh:
+            for n in range(blocks):
+                if n == fail_at:
+                    raise RuntimeError(f"engine died in part {i}")
+                fh.write(BLOCK)
+                fh.flush()
+                time.sleep(0.002)
+    return write
+
+
+def test_follow_hashes_each_part_while_it_is_written(tmp_path, monkeypatch):
+    monkeypatch.setattr(files, "SYNC_EVERY", 1 << 18)  # flush along the way several times
+    os.makedirs(tmp_path / "scratch")
+    parts = EngineParts(slow_writer(40), 2, ".part", scratch_dir=str(tmp_path / "scratch"))
+    try:
+        for i in range(2):
+            landed = parts.follow(i)
+            parts.wait(i)
+            data = open(landed.path, "rb").read()
+            assert landed.size == len(data) == 40 * len(BLOCK)
+            assert landed.sha256 == hashlib.sha256(data).hexdigest()
+            parts.release(i)
+            assert not os.path.exists(landed.path)
+    finally:
+        parts.close()
+    assert not (tmp_path / "scratch").exists()
+
+
+def test_follow_raises_the_engine_error_instead_of_returning_a_short_file(tmp_path):
+    parts = EngineParts(slow_writer(20, fail_at=7), 1, ".part")
+    try:
+        with pytest.raises(RuntimeError, match="engine died in part 0"):
+            parts.follow(0)
+    finally:
+        parts.close()

@@ -22,7 +22,9 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or get_settings()
-    blob = build_blob_storage_defs(settings.partitions_start, settings.settle_minutes)
+    blob = build_blob_storage_defs(settings.partitions_start, settings.settle_minutes,
+                                   late_rows_lookback_hours=settings.late_rows_lookback_hours,
+                                   late_rows_interval_seconds=settings.late_rows_interval_seconds)
     return dg.Definitions(
         assets=[events_source_profile, *blob["assets"]],
         jobs=[source_profile_job, *blob["jobs"]],

@@ -23,7 +23,8 @@ KEY_FILE_NAME = "encryption_key"
 # and the daemon.
 ENV_VARS = (
     "EXPORTS_HOME", "EXPORTS_CLICKHOUSE_URL", "EXPORTS_EVENTS_TABLE", "EXPORTS_DATABASE_URL", "ENCRYPTION_KEY",
-    "EXPORTS_SETTLE_MINUTES", "EXPORTS_PARTITIONS_START",
+    "EXPORTS_SETTLE_MINUTES", "EXPORTS_PARTITIONS_START", "EXPORTS_LATE_ROWS_LOOKBACK_HOURS",
+    "EXPORTS_LATE_ROWS_INTERVAL_SECONDS",
 )
 
 
@@ -59,13 +60,18 @@ class Settings(BaseModel):
     # First day of the time partitions: history before it is not offered as partitions (the UI and
     # Dagster's guidance cap a partitioned asset near 100k keys; hourly x projects grows fast).
     partitions_start: str
+    # How far back the late-rows sensor compares finished windows with their manifests (windows that
+    # ended within this many hours), and how often it looks.
+    late_rows_lookback_hours: int
+    late_rows_interval_seconds: int
 
     def __repr__(self) -> str:  # never show the key, nor a password in a URL
         return (
             f"Settings(home={str(self.home)!r}, clickhouse_url={mask_url(self.clickhouse_url)!r}, "
             f"events_table={self.events_table!r}, database_url={mask_url(self.database_url)!r}, "
             f"encryption_key={'set' if self.encryption_key else 'unset'}, settle_minutes={self.settle_minutes}, "
-            f"partitions_start={self.partitions_start!r})"
+            f"partitions_start={self.partitions_start!r}, late_rows_lookback_hours={self.late_rows_lookback_hours}, "
+            f"late_rows_interval_seconds={self.late_rows_interval_seconds})"
         )
 
     __str__ = __repr__
@@ -103,9 +109,13 @@ class Settings(BaseModel):
         if not re.match(r"^\d{4}-\d{2}-\d{2}$", start):
             raise SettingsError(f"EXPORTS_PARTITIONS_START={start!r} must be a date in YYYY-MM-DD form")
 
+        lookback = _positive_int(env, "EXPORTS_LATE_ROWS_LOOKBACK_HOURS", "72", "hours")
+        interval = _positive_int(env, "EXPORTS_LATE_ROWS_INTERVAL_SECONDS", "900", "seconds")
+
         return cls(
             home=home, clickhouse_url=ch_url, events_table=table, database_url=db_url,
             encryption_key=key, settle_minutes=int(settle), partitions_start=start,
+            late_rows_lookback_hours=lookback, late_rows_interval_seconds=interval,
         )
 
     def require_encryption_key(self) -> str:
@@ -122,6 +132,13 @@ def chdb_path_of(url: str) -> str | None:
     if not url.startswith("chdb://"):
         return None
     return url[len("chdb://"):] or None
+
+
+def _positive_int(env: dict[str, str], name: str, default: str, unit: str) -> int:
+    value = env.get(name, default)
+    if not re.fullmatch(r"[0-9]+", value) or int(value) < 1:
+        raise SettingsError(f"{name}={value!r} must be a whole number of {unit}, at least 1")
+    return int(value)
 
 
 def _check_clickhouse_url(url: str) -> None:

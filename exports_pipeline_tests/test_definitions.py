@@ -40,6 +40,8 @@ def test_definitions_hold_the_promised_objects(tmp_path, monkeypatch):
         assert dims["project"].name == f"blob_storage_projects_{freq}"
         assert repo.get_schedule_def(f"blob_storage_export_{freq}_schedule")
     assert repo.get_sensor_def("blob_storage_integrations_sensor")
+    late = repo.get_sensor_def("blob_storage_late_rows_sensor")
+    assert late.minimum_interval_seconds == 900 and late.default_status.value == "RUNNING"
     assert set(repo.get_top_level_resources()) >= {"clickhouse", "state", "object_store"}
 
 

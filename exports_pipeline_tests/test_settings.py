@@ -15,6 +15,13 @@ def test_defaults_live_under_exports_home(tmp_path: Path):
     assert s.events_table == "events_full"
     assert s.encryption_key is None
     assert s.chdb_path == str(tmp_path.resolve() / "chdb")
+    assert (s.late_rows_lookback_hours, s.late_rows_interval_seconds) == (72, 900)
+
+
+def test_late_rows_settings_are_read(tmp_path: Path):
+    s = Settings.from_env({"EXPORTS_HOME": str(tmp_path), "EXPORTS_LATE_ROWS_LOOKBACK_HOURS": "168",
+                           "EXPORTS_LATE_ROWS_INTERVAL_SECONDS": "300"})
+    assert (s.late_rows_lookback_hours, s.late_rows_interval_seconds) == (168, 300)
 
 
 def test_default_home_is_dot_exports_in_working_directory(tmp_path: Path, monkeypatch):
@@ -33,6 +40,11 @@ def test_default_home_is_dot_exports_in_working_directory(tmp_path: Path, monkey
         ({"ENCRYPTION_KEY": "abc"}, "ENCRYPTION_KEY"),
         ({"ENCRYPTION_KEY": "zz" * 32}, "ENCRYPTION_KEY"),
         ({"EXPORTS_SETTLE_MINUTES": "soon"}, "EXPORTS_SETTLE_MINUTES"),
+        ({"EXPORTS_LATE_ROWS_LOOKBACK_HOURS": "3d"}, "EXPORTS_LATE_ROWS_LOOKBACK_HOURS"),
+        ({"EXPORTS_LATE_ROWS_LOOKBACK_HOURS": "0"}, "EXPORTS_LATE_ROWS_LOOKBACK_HOURS"),
+        ({"EXPORTS_LATE_ROWS_LOOKBACK_HOURS": "-1"}, "EXPORTS_LATE_ROWS_LOOKBACK_HOURS"),
+        ({"EXPORTS_LATE_ROWS_INTERVAL_SECONDS": "15m"}, "EXPORTS_LATE_ROWS_INTERVAL_SECONDS"),
+        ({"EXPORTS_LATE_ROWS_INTERVAL_SECONDS": "0"}, "EXPORTS_LATE_ROWS_INTERVAL_SECONDS"),
     ],
 )
 def test_bad_values_are_refused_naming_the_variable(env, names, tmp_path):

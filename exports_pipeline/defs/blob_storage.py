@@ -1,5 +1,6 @@
-"""Scheduled exports to object storage: one asset, job and schedule per frequency, and the sensor
-that keeps the `project` dimension equal to the enabled integrations and plans their history.
+"""Scheduled exports to object storage: one asset, job and schedule per frequency, the sensor that
+keeps the `project` dimension equal to the enabled integrations and plans their history, and the
+late-rows sensor (`defs/late_rows.py`) that re-exports recent windows whose source changed.
 
 Follow one window: `blob_storage_export_<frequency>` -> `export.partition.export_partition`
 -> `export.blob.export_window` -> `ClickHouseResource` and the `ObjectStore`.
@@ -18,6 +19,7 @@ from exports_pipeline.errors import ConfigError, CustomerFault
 from exports_pipeline.events.queries import WINDOW_FILTER, qualified_table
 from exports_pipeline.export.partition import export_partition, history_start
 from exports_pipeline.export.windows import FREQUENCIES, FREQUENCY_STEP, Window, window_floor, window_starts
+from exports_pipeline.defs.late_rows import build_late_rows_sensor
 from exports_pipeline.defs.partitions import export_partitions, project_partitions
 from exports_pipeline.resources.clickhouse import ClickHouseResource, query_tags
 from exports_pipeline.resources.object_store.resource import ObjectStoreResource
@@ -217,9 +219,17 @@ def build_integrations_sensor(jobs: dict, assets: dict, partitions_start: str,
     return _sensor
 
 
-def build_blob_storage_defs(partitions_start: str, settle_minutes: int) -> dict:
+def build_blob_storage_defs(partitions_start: str, settle_minutes: int, *, late_rows_lookback_hours: int = 72,
+                            late_rows_interval_seconds: int = 900, clock=None) -> dict:
+    """Assets, jobs, schedules and sensors of object-storage exports; `clock` (a callable returning an aware
+    datetime) is "now" for the late-rows sensor, the wall clock by default."""
     assets = {f: build_export_asset(f, partitions_start) for f in FREQUENCIES}
     jobs = {f: build_job(f, assets[f]) for f in FREQUENCIES}
     schedules = [build_schedule(f, jobs[f], settle_minutes) for f in FREQUENCIES]
-    sensor = build_integrations_sensor(jobs, assets, partitions_start, settle_minutes)
-    return {"assets": list(assets.values()), "jobs": list(jobs.values()), "schedules": schedules, "sensors": [sensor]}
+    sensors = [
+        build_integrations_sensor(jobs, assets, partitions_start, settle_minutes),
+        build_late_rows_sensor(jobs, assets, partitions_start=partitions_start, settle_minutes=settle_minutes,
+                               lookback_hours=late_rows_lookback_hours, interval_seconds=late_rows_interval_seconds,
+                               run_tags=SINK_TAG, secret_box=_secret_box, clock=clock),
+    ]
+    return {"assets": list(assets.values()), "jobs": list(jobs.values()), "schedules": schedules, "sensors": sensors}

@@ -66,6 +66,32 @@ def window_probe_sql(table: str) -> str:
     )
 
 
+# Start of the window of each frequency containing start_time, computed in UTC (weeks start on Monday),
+# exactly as `export.windows.window_floor` computes it in Python.
+WINDOW_START_SQL = {
+    "hourly": "toStartOfHour(start_time, 'UTC')",
+    "daily": "toStartOfDay(start_time, 'UTC')",
+    "weekly": "toDateTime(toMonday(start_time, 'UTC'), 'UTC')",
+}
+
+
+def window_states_sql(table: str, frequency: str) -> str:
+    """Per window of `frequency` inside `[start, end)` of one project: the latest versions' `count()` and
+    `max(event_ts)` (what a manifest records as `source.row_count` / `source.max_event_ts`), in one FINAL
+    pass grouped by window start (as Unix seconds, so no driver time zone handling is involved). Windows
+    without rows are absent from the result. The filter is the export's own `WINDOW_FILTER`, so a row on a
+    boundary counts for the window that starts there, as in the export."""
+    try:
+        bucket = WINDOW_START_SQL[frequency]
+    except KeyError:
+        raise ValueError(f"unknown frequency {frequency!r}; expected one of {sorted(WINDOW_START_SQL)}") from None
+    return (
+        f"SELECT toUnixTimestamp({bucket}) AS window_start, count() AS rows, max(event_ts) AS max_event_ts "
+        f"FROM {qualified_table(table)} FINAL WHERE {WINDOW_FILTER} "
+        "GROUP BY window_start ORDER BY window_start"
+    )
+
+
 def first_event_sql(table: str) -> str:
     """The project's earliest start_time (latest versions, not deleted), or NULL-equivalent when empty."""
     return (

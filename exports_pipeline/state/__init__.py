@@ -19,7 +19,11 @@ _EXPORTS = {
     "StateStore": "exports_pipeline.state.store",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [  # spelled out (not derived from _EXPORTS) so linters see the re-exports below
+    "BatchExport", "BlobIntegration", "Cursor", "EventLogEntry", "MixpanelIntegration", "PostHogIntegration",
+    "StateStore",
+]
+assert sorted(__all__) == sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from exports_pipeline.state.models import (

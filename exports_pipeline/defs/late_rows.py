@@ -1,0 +1,311 @@
+"""Late rows: re-export recent windows whose source changed after their manifest was written.
+
+Langfuse ingests asynchronously, so spans can reach ClickHouse after their window was exported, and
+rows are updated or deleted later (new ReplacingMergeTree versions). `blob_storage_late_rows_sensor`
+finds those windows and re-materializes them; a re-run overwrites the window's objects and manifest
+(deterministic keys) and deletes files the new manifest no longer lists.
+
+One tick, for each ENABLED object-storage integration of every frequency:
+
+1. The windows to look at: complete windows that ended within `EXPORTS_LATE_ROWS_LOOKBACK_HOURS`
+   (`now - lookback < end <= now - settle`: windows still settling are the schedule's), that are
+   partitions (start on or after `EXPORTS_PARTITIONS_START`), and that the integration exports at all
+   (a FROM_TODAY / FROM_CUSTOM_DATE window ending before its start date is skipped by the run, too).
+2. Each window's manifest, read through the integration's own object store. Only windows that HAVE a
+   manifest are compared: the manifest is the commit point, and a window without one is the history
+   sensor's and the schedule's job, not this sensor's.
+3. One ClickHouse query per project (`window_states_sql`): FINAL, the export's half-open window filter,
+   `count()` and `max(event_ts)` grouped by window start.
+4. A window whose count or max(event_ts) differs from the manifest's `source.row_count` /
+   `source.max_event_ts` is requested again. That covers late spans (count up), updates (newer event_ts)
+   and deletions (count down), including a window whose rows were all deleted (count 0; the re-run
+   writes a manifest with zero files and deletes the old ones).
+
+Requests: oldest window first, at most `MAX_LATE_REQUESTS_PER_TICK` per tick, on the frequency's export
+job, tagged like the other runs (`exports/sink`, `exports/project`, `exports/reason=late_rows`), with the
+run key `late:<frequency>:<partition key>:<rows>:<max_event_ts>`. The run key names the observed source
+state, so the same change is never requested twice (Dagster skips a run key its sensor already used); the
+frequency is in it because Dagster deduplicates run keys per sensor, not per job, and a daily and a weekly
+partition can share a key like `2026-11-02|proj-a`. The sensor also keeps the run keys it requested in its
+cursor and does not hand them to Dagster again, so a request whose run failed (its RetryPolicy has already
+retried it) does not take one of the tick's places forever and starve younger windows; a new change makes
+a new key. Windows with a queued or running run of their job are left alone until it ends (it may already
+include the change; the next tick compares its manifest).
+
+Faults: a destination that fails (the customer's fault, or a transient one) skips that integration for
+this tick with a log line; the partition runs are what disable integrations. A ClickHouse error skips
+that project; only when every project's query failed does the tick fail, so an outage is visible.
+
+Cost per tick: one FINAL query over at most the lookback per project that has manifests in it, and one
+object GET per window in the lookback (72 per hourly integration at the default). Secrets are decrypted
+only in memory to open the store and never logged.
+"""
+
+
+import datetime as dt
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import dagster as dg
+from dagster import SensorEvaluationContext
+
+from exports_pipeline.crypto import DecryptionError, SecretBox
+from exports_pipeline.defs.partitions import project_partitions
+from exports_pipeline.errors import ExportsError, ObjectNotFound
+from exports_pipeline.events.queries import window_states_sql
+from exports_pipeline.export.blob import destination_for
+from exports_pipeline.export.keys import DEFAULT_KEY_TEMPLATE, KeyContext, manifest_key, validate_template
+from exports_pipeline.export.partition import history_start
+from exports_pipeline.export.windows import FREQUENCIES, FREQUENCY_STEP, Window, iso, window_floor
+from exports_pipeline.resources.clickhouse import ClickHouseError, ClickHouseResource, query_tags
+from exports_pipeline.resources.object_store.base import ObjectStore
+from exports_pipeline.resources.object_store.resource import ObjectStoreResource
+from exports_pipeline.state.models import BlobIntegration
+from exports_pipeline.state.store import StateStore
+
+SENSOR_NAME = "blob_storage_late_rows_sensor"
+MAX_LATE_REQUESTS_PER_TICK = 24
+# Runs of a partition in these states may still write its manifest: the window is left alone meanwhile.
+IN_FLIGHT_STATUSES = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+                      dg.DagsterRunStatus.STARTED]
+PARTITION_TAG = "dagster/partition"
+
+
+@dataclass(frozen=True)
+class WindowState:
+    """Latest-version rows of a window and their max(event_ts), as a manifest's `source` records them
+    (`max_event_ts` in the manifests' ISO form, None for an empty window)."""
+
+    rows: int
+    max_event_ts: str | None
+
+
+EMPTY = WindowState(0, None)
+
+
+@dataclass(frozen=True)
+class ChangedWindow:
+    """A window whose source no longer matches its manifest."""
+
+    frequency: str
+    project_id: str
+    window: Window
+    partition_key: str
+    manifest: WindowState
+    source: WindowState
+
+    @property
+    def run_key(self) -> str:
+        return (f"late:{self.frequency}:{self.partition_key}:{self.source.rows}:"
+                f"{self.source.max_event_ts or 'none'}")
+
+
+# ----------------------------------------------------------------------------------------- windows
+
+
+def recent_windows(now: dt.datetime, frequency: str, *, lookback: dt.timedelta, settle: dt.timedelta,
+                   partitions_start: dt.datetime, exports_from: dt.datetime | None = None) -> list[Window]:
+    """Complete windows of `frequency` with `now - lookback < end <= now - settle`, oldest first, that are
+    partitions (start >= `partitions_start`) and that the integration exports (end > `exports_from`)."""
+    step = FREQUENCY_STEP[frequency]
+    end = window_floor(now - settle, frequency)  # the end of the newest settled window
+    out: list[Window] = []
+    while end > now - lookback:
+        start = end - step
+        if start < partitions_start or (exports_from is not None and end <= exports_from):
+            break
+        out.append(Window(start, end))
+        end = start
+    return out[::-1]
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    # As the export treats max(event_ts) before writing it into the manifest (a naive value is UTC).
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def source_window_states(clickhouse: ClickHouseResource, project_id: str, frequency: str,
+                         span: Window) -> dict[dt.datetime, WindowState]:
+    """ClickHouse's count() and max(event_ts) (FINAL) per window start of `frequency` within `span`, in one
+    query; windows without rows are absent."""
+    rows = clickhouse.query(window_states_sql(clickhouse.events_table, frequency),
+                            {"project_id": project_id, "start": span.start, "end": span.end},
+                            tags=query_tags(sensor=SENSOR_NAME, project=project_id, frequency=frequency))
+    return {dt.datetime.fromtimestamp(int(start), dt.UTC): WindowState(int(count), iso(_aware(latest)))
+            for start, count, latest in rows if int(count)}
+
+
+def read_manifest_states(store: ObjectStore, integration: BlobIntegration, frequency: str, windows: list[Window],
+                         log: Callable[[str], None]) -> dict[dt.datetime, WindowState]:
+    """What each window's manifest says about its source; windows without a (readable) manifest of that
+    very window are left out. Store faults other than a missing key propagate."""
+    template = validate_template(integration.key_template or DEFAULT_KEY_TEMPLATE)
+    out: dict[dt.datetime, WindowState] = {}
+    for window in windows:
+        key = manifest_key(template, KeyContext(store.destination.prefix, integration.project_id, frequency, window))
+        try:
+            raw = store.get_bytes(key)
+        except ObjectNotFound:
+            continue
+        try:
+            manifest = json.loads(raw)
+            bounds = (manifest["window"]["start"], manifest["window"]["end"])
+            source = manifest["source"]
+            state = WindowState(int(source["row_count"]), source["max_event_ts"])
+        except (ValueError, KeyError, TypeError):
+            log(f"late rows: {store.uri(key)} is not a readable manifest; window left alone")
+            continue
+        # A custom key template may put another frequency's window of the same start in the same place.
+        if bounds != (iso(window.start), iso(window.end)):
+            continue
+        out[window.start] = state
+    return out
+
+
+# ------------------------------------------------------------------------------------------ planning
+
+
+def plan_late_requests(changed: list[ChangedWindow], *, requested: dict, in_flight: set[tuple[str, str]],
+                       unchecked: set[tuple[str, str]], limit: int, job_names: dict[str, str],
+                       run_tags: dict[str, str]) -> tuple[list[dg.RunRequest], dict]:
+    """Run requests for changed windows, oldest first, at most `limit`.
+
+    `requested` (the cursor: frequency -> partition key -> run key) holds what earlier ticks requested;
+    a window whose current run key is there is not requested again. The new cursor keeps the entries of
+    windows still changed (requested now or before) and of (frequency, project) pairs that could not be
+    checked this tick; windows that match their manifest again, or left the lookback, drop out.
+    """
+    new: dict[str, dict[str, str]] = {}
+    for frequency, entries in requested.items():
+        for partition_key, run_key in entries.items():
+            if (frequency, partition_key.rpartition("|")[2]) in unchecked:
+                new.setdefault(frequency, {})[partition_key] = run_key
+    requests: list[dg.RunRequest] = []
+    order = {f: i for i, f in enumerate(FREQUENCIES)}
+    for c in sorted(changed, key=lambda c: (c.window.start, order[c.frequency], c.project_id)):
+        if requested.get(c.frequency, {}).get(c.partition_key) == c.run_key:
+            new.setdefault(c.frequency, {})[c.partition_key] = c.run_key
+            continue
+        if (c.frequency, c.partition_key) in in_flight or len(requests) >= limit:
+            continue
+        requests.append(dg.RunRequest(
+            run_key=c.run_key, partition_key=c.partition_key, job_name=job_names[c.frequency],
+            tags={**run_tags, "exports/reason": "late_rows", "exports/project": c.project_id,
+                  "exports/late_rows": (f"source {c.source.rows} rows, max event_ts {c.source.max_event_ts}; "
+                                        f"manifest {c.manifest.rows} rows, max event_ts {c.manifest.max_event_ts}")},
+        ))
+        new.setdefault(c.frequency, {})[c.partition_key] = c.run_key
+    return requests, new
+
+
+# -------------------------------------------------------------------------------------------- sensor
+
+
+@dataclass
+class _Scan:
+    """What one tick found: changed windows, (frequency, project) pairs it could not check, counters."""
+
+    changed: list[ChangedWindow] = field(default_factory=list)
+    unchecked: set[tuple[str, str]] = field(default_factory=set)
+    windows_compared: int = 0
+    queries: int = 0
+    query_errors: list[ClickHouseError] = field(default_factory=list)
+
+
+def scan_integration(*, integration: BlobIntegration, frequency: str, clickhouse: ClickHouseResource,
+                     object_store: ObjectStoreResource, box: SecretBox | None, now: dt.datetime,
+                     lookback: dt.timedelta, settle: dt.timedelta, partitions_start: dt.datetime, time_fmt: str,
+                     scan: _Scan, log: Callable[[str], None]) -> None:
+    """Compare one integration's recent manifests with ClickHouse; add changed windows to `scan`."""
+    project = integration.project_id
+    try:
+        exports_from = None if integration.export_mode == "FULL_HISTORY" else history_start(integration, clickhouse)
+        windows = recent_windows(now, frequency, lookback=lookback, settle=settle,
+                                 partitions_start=partitions_start, exports_from=exports_from)
+        if not windows:
+            return
+        with object_store.open(destination_for(integration, box)) as store:
+            manifests = read_manifest_states(store, integration, frequency, windows, log)
+    except (ExportsError, DecryptionError) as exc:  # messages of these never carry secrets
+        scan.unchecked.add((frequency, project))
+        log(f"late rows: skipped {project} ({frequency}) this tick: {type(exc).__name__}: {exc}")
+        return
+    if not manifests:
+        return
+    starts = sorted(manifests)
+    scan.queries += 1
+    try:
+        source = source_window_states(clickhouse, project, frequency,
+                                      Window(starts[0], starts[-1] + FREQUENCY_STEP[frequency]))
+    except ClickHouseError as exc:
+        scan.unchecked.add((frequency, project))
+        scan.query_errors.append(exc)
+        log(f"late rows: skipped {project} ({frequency}) this tick, ClickHouse failed: {exc}")
+        return
+    for start in starts:
+        scan.windows_compared += 1
+        now_state, manifest = source.get(start, EMPTY), manifests[start]
+        if now_state != manifest:
+            key = dg.MultiPartitionKey({"date": start.strftime(time_fmt), "project": project})
+            scan.changed.append(ChangedWindow(frequency, project, Window(start, start + FREQUENCY_STEP[frequency]),
+                                              str(key), manifest, now_state))
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def build_late_rows_sensor(jobs: dict, assets: dict, *, partitions_start: str, settle_minutes: int,
+                           lookback_hours: int, interval_seconds: int, run_tags: dict[str, str],
+                           secret_box: Callable[[], SecretBox | None],
+                           clock: Callable[[], dt.datetime] | None = None) -> dg.SensorDefinition:
+    """The late-rows sensor over the per-frequency export `jobs` and `assets`; `clock` gives "now" (the
+    wall clock by default; tests pin it)."""
+    clock = clock or _utc_now
+    lookback = dt.timedelta(hours=lookback_hours)
+    settle = dt.timedelta(minutes=settle_minutes)
+    first = dt.datetime.fromisoformat(partitions_start).replace(tzinfo=dt.UTC)
+    job_names = {f: job.name for f, job in jobs.items()}
+
+    @dg.sensor(
+        name=SENSOR_NAME,
+        jobs=list(jobs.values()),
+        minimum_interval_seconds=interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Re-exports windows that ended in the last {lookback_hours} h whose ClickHouse count() or "
+        "max(event_ts) no longer matches their manifest (late rows, updates, deletions), oldest first.",
+    )
+    def _sensor(context: SensorEvaluationContext, clickhouse: ClickHouseResource,
+                object_store: ObjectStoreResource, state: StateStore):
+        now = clock().astimezone(dt.UTC)
+        requested = json.loads(context.cursor) if context.cursor else {}
+        box = secret_box()
+        scan = _Scan()
+        in_flight: set[tuple[str, str]] = set()
+        for frequency in FREQUENCIES:
+            enabled = state.list_blob_integrations(enabled=True, frequency=frequency)
+            if not enabled:
+                continue
+            # A project not yet in the dimension (the integrations sensor adds it) has no partitions to run.
+            known = set(context.instance.get_dynamic_partitions(project_partitions(frequency).name))
+            time_fmt = assets[frequency].partitions_def.primary_dimension.partitions_def.fmt
+            for integration in enabled:
+                if integration.project_id in known:
+                    scan_integration(integration=integration, frequency=frequency, clickhouse=clickhouse,
+                                     object_store=object_store, box=box, now=now, lookback=lookback,
+                                     settle=settle, partitions_start=first, time_fmt=time_fmt, scan=scan,
+                                     log=context.log.warning)
+            runs = context.instance.get_runs(filters=dg.RunsFilter(job_name=job_names[frequency],
+                                                                   statuses=IN_FLIGHT_STATUSES))
+            in_flight |= {(frequency, r.tags[PARTITION_TAG]) for r in runs if PARTITION_TAG in r.tags}
+        if scan.query_errors and len(scan.query_errors) == scan.queries:
+            raise scan.query_errors[0]  # ClickHouse answered no project: fail the tick, visibly
+        requests, cursor = plan_late_requests(scan.changed, requested=requested, in_flight=in_flight,
+                                              unchecked=scan.unchecked, limit=MAX_LATE_REQUESTS_PER_TICK,
+                                              job_names=job_names, run_tags=run_tags)
+        context.log.info(f"late rows: compared {scan.windows_compared} window(s) with their manifests, "
+                         f"{len(scan.changed)} changed, {len(requests)} requested")
+        return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))
+
+    return _sensor

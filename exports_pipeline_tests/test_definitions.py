@@ -52,12 +52,20 @@ def dg_key(name):
 
 
 def test_dagster_yaml_limits_concurrency_per_project_and_sink_and_has_postgres_block():
-    text = (ROOT / "dagster.yaml").read_text()
-    conf = yaml.safe_load(text)
-    limits = {item["key"]: item for item in conf["concurrency"]["runs"]["tag_concurrency_limits"]}
-    assert limits["dagster/partition/project"]["value"] == {"applyLimitPerUniqueValue": True}
-    assert limits["exports/sink"]["value"] == {"applyLimitPerUniqueValue": True}
-    assert "scheme: postgresql+psycopg2" in text  # the commented production block
+    from exports_pipeline.definitions import build_definitions
+
+    for path in (ROOT / "dagster.yaml", ROOT / "docker" / "dagster.yaml"):
+        text = path.read_text()
+        conf = yaml.safe_load(text)
+        limits = {item["key"]: item for item in conf["concurrency"]["runs"]["tag_concurrency_limits"]}
+        assert limits["dagster/partition/project"] == {"key": "dagster/partition/project", "limit": 1,
+                                                       "value": {"applyLimitPerUniqueValue": True}}, path
+        # the per-sink limit: a pool per sink, counted in runs, so it holds however a run was launched
+        assert conf["concurrency"]["pools"] == {"granularity": "run", "default_limit": 2}, path
+    assert "scheme: postgresql+psycopg2" in (ROOT / "dagster.yaml").read_text()  # the commented production block
+    graph = build_definitions().resolve_asset_graph()
+    for freq in ("hourly", "daily", "weekly"):
+        assert graph.get(dg_key(f"blob_storage_export_{freq}")).pools == {"object_storage"}
 
 
 def test_compose_sets_every_setting_for_code_server_and_daemon():

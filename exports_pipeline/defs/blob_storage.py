@@ -26,7 +26,13 @@ from exports_pipeline.resources.object_store.resource import ObjectStoreResource
 from exports_pipeline.settings import get_settings
 from exports_pipeline.state.store import StateStore
 
-SINK_TAG = {"exports/sink": "object_storage"}
+SINK = "object_storage"
+# The tag names the sink on runs launched through a job (schedules, sensors, the job's partitions page),
+# for filtering. The per-sink concurrency limit is the asset's `pool` instead: runs of an asset selection
+# (the asset page's Materialize and backfill dialogs) carry no job tags, and assets cannot give runs tags
+# (dagster-io/dagster#15752), while a pool applies however the run was launched (dagster.yaml sets
+# `concurrency.pools.granularity: run`).
+SINK_TAG = {"exports/sink": SINK}
 ROW_COUNT_CHECK = "manifest_row_count_matches_source"
 # Transient faults (timeouts, 5xx, SlowDown, a dropped ClickHouse connection) are retried with
 # exponential backoff and full jitter; customer faults raise Failure(allow_retries=False).
@@ -52,6 +58,7 @@ def build_export_asset(frequency: str, partitions_start: str) -> dg.AssetsDefini
         group_name="object_storage",
         kinds={"clickhouse", "s3"},
         retry_policy=RETRY_POLICY,
+        pool=SINK,
         op_tags=SINK_TAG,
         check_specs=[dg.AssetCheckSpec(ROW_COUNT_CHECK, asset=name,
                                        description="The manifest's row count equals ClickHouse's count for the window")],

@@ -20,7 +20,7 @@ from exports_pipeline.events.queries import WINDOW_FILTER, qualified_table
 from exports_pipeline.export.partition import export_partition, history_start
 from exports_pipeline.export.windows import FREQUENCIES, FREQUENCY_STEP, Window, window_floor, window_starts
 from exports_pipeline.defs.late_rows import build_late_rows_sensor
-from exports_pipeline.defs.partitions import export_partitions, project_partitions
+from exports_pipeline.defs.partitions import export_partitions, project_and_window, project_partitions
 from exports_pipeline.resources.clickhouse import ClickHouseResource, query_tags
 from exports_pipeline.resources.object_store.resource import ObjectStoreResource
 from exports_pipeline.settings import get_settings
@@ -67,10 +67,8 @@ def build_export_asset(frequency: str, partitions_start: str) -> dg.AssetsDefini
     )
     def _export(context: AssetExecutionContext, clickhouse: ClickHouseResource,
                 object_store: ObjectStoreResource, state: StateStore):
-        keys = context.partition_key.keys_by_dimension
-        project_id = keys["project"]
-        tw = context.partition_time_window
-        window = Window(tw.start, tw.end)
+        project_id, start, end = project_and_window(context.assets_def.partitions_def, context.partition_key)
+        window = Window(start, end)
         try:
             outcome = export_partition(
                 clickhouse=clickhouse, object_store=object_store, state=state, box=_secret_box(),

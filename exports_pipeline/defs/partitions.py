@@ -43,6 +43,19 @@ def time_partitions(frequency: str, start: str) -> dg.TimeWindowPartitionsDefini
     raise ValueError(f"unknown frequency {frequency!r}; expected one of {list(FREQUENCIES)}")
 
 
+def project_and_window(partitions_def: dg.MultiPartitionsDefinition,
+                       partition_key: str | dg.MultiPartitionKey) -> tuple[str, dt.datetime, dt.datetime]:
+    """The project and the window [start, end) of a partition. A run tagged with the key alone (what the
+    asset page sends for one partition: no per-dimension tags) gives the asset a plain string such as
+    `2026-11-19|proj-a` instead of a MultiPartitionKey, so the key is parsed here, not trusted to be one."""
+    if not isinstance(partition_key, dg.MultiPartitionKey):
+        partition_key = partitions_def.get_partition_key_from_str(partition_key)
+    dims = partition_key.keys_by_dimension
+    time_def = partitions_def.get_partitions_def_for_dimension("date")
+    window = time_def.time_window_for_partition_key(dims["date"])
+    return dims["project"], window.start, window.end
+
+
 def export_partitions(frequency: str, start: str) -> dg.MultiPartitionsDefinition:
     return dg.MultiPartitionsDefinition({"date": time_partitions(frequency, start),
                                          "project": project_partitions(frequency)})

@@ -39,7 +39,9 @@ REPOSITORY = "__repository__"  # a Definitions object's repository
 ASSET = "blob_storage_export_daily"
 ASSET_ROUTE = ("2026-11-02|proj-1", "2026-11-03|proj-1")  # backfilled from the asset page
 JOB_ROUTE = ("2026-11-02|proj-2",)  # backfilled from the job's partitions page
+AD_HOC = "2026-11-03|proj-2"  # one partition launched by hand from the asset page
 BACKFILL_TIMEOUT_SECONDS = 240
+RUN_TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
 TERMINAL = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
 
 
@@ -141,6 +143,10 @@ ADD_PARTITION = """mutation ($repo: RepositorySelector!, $name: String!, $key: S
 # What the UI's "Materialize" -> partitions dialog sends for an asset selection.
 LAUNCH_BACKFILL = """mutation ($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
   __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message stack } ... on Error { message } } }"""
+
+# What the asset page sends for one partition: a run of the asset selection tagged with the partition key.
+LAUNCH_RUN = """mutation ($params: ExecutionParams!) { launchPipelineExecution(executionParams: $params) {
+  __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message stack } ... on Error { message } } }"""
 
 BACKFILL = """query ($id: String!) { partitionBackfillOrError(backfillId: $id) { __typename
   ... on PartitionBackfill { id status partitionNames numPartitions error { message stack } }
@@ -267,6 +273,14 @@ def run_backfills(procs: DagsterProcesses, launches: dict, repo: dict) -> tuple[
             launched = gql(LAUNCH_BACKFILL, params=params)["launchPartitionBackfill"]
             assert launched["__typename"] == "LaunchBackfillSuccess", launched
             backfill_ids[route] = launched["backfillId"]
+        launched = gql(LAUNCH_RUN, params={
+            "selector": {**repo, "pipelineName": "__ASSET_JOB", "assetSelection": [{"path": [ASSET]}],
+                         "assetCheckSelection": [{"assetKey": {"path": [ASSET]},
+                                                  "name": "manifest_row_count_matches_source"}]},
+            "mode": "default", "runConfigData": {},
+            "executionMetadata": {"tags": [{"key": "dagster/partition", "value": AD_HOC}]},
+        })["launchPipelineExecution"]
+        assert launched["__typename"] == "LaunchRunSuccess", launched
         ready = time.monotonic()
 
         # Started after the launch: the backfill daemon looks for work every 30 s, beginning at its start.
@@ -277,11 +291,13 @@ def run_backfills(procs: DagsterProcesses, launches: dict, repo: dict) -> tuple[
             backfills = {route: gql(BACKFILL, id=backfill_id)["partitionBackfillOrError"]
                          for route, backfill_id in backfill_ids.items()}
             assert all(b["__typename"] == "PartitionBackfill" for b in backfills.values()), backfills
-            if all(b["status"] in TERMINAL for b in backfills.values()):
+            runs = gql(RUNS)["runsOrError"]["results"]
+            if (all(b["status"] in TERMINAL for b in backfills.values())
+                    and all(r["status"] in RUN_TERMINAL for r in runs)):
                 break
             assert time.monotonic() < deadline, (
-                f"backfills not finished after {BACKFILL_TIMEOUT_SECONDS} s: "
-                f"{ {route: b['status'] for route, b in backfills.items()} }")
+                f"backfills and runs not finished after {BACKFILL_TIMEOUT_SECONDS} s: "
+                f"{ {route: b['status'] for route, b in backfills.items()} } {[r['status'] for r in runs]}")
             time.sleep(1)
 
         runs = gql(RUNS)["runsOrError"]["results"]
@@ -313,9 +329,14 @@ def check_runs_and_files(runs: list, backfills: dict, backfill_ids: dict, seeded
                 # Runs of an asset selection get no job's tags and assets give runs none (dagster-io/dagster
                 # #15752), which is why the per-sink limit is the assets' pool, not a run tag (below).
                 assert "exports/sink" not in run_tags, run_tags
-    assert len(runs) == len(ASSET_ROUTE) + len(JOB_ROUTE)
-    # The sink's pool (limit 1 here) held for both routes alike: no two runs of the three overlapped,
-    # although proj-2's run was free of the per-project limit.
+    (ad_hoc,) = [t for t in tags.values() if "dagster/backfill" not in t]
+    assert ad_hoc["dagster/partition"] == AD_HOC
+    # The UI tags a hand-launched run with the partition key only (no dagster/partition/project), so the
+    # per-project run limit does not see it; the sink's pool does (below). README "Concurrency" says so.
+    assert "dagster/partition/project" not in ad_hoc, ad_hoc
+    assert len(runs) == len(ASSET_ROUTE) + len(JOB_ROUTE) + 1
+    # The sink's pool (limit 1 here) held for every route alike: no two of the four runs overlapped,
+    # although the two projects' runs were free of each other under the per-project limit.
     ordered = sorted(runs, key=lambda r: r["startTime"])
     for before, after in zip(ordered, ordered[1:]):
         assert after["startTime"] >= before["endTime"], (before, after)
@@ -324,7 +345,7 @@ def check_runs_and_files(runs: list, backfills: dict, backfill_ids: dict, seeded
     # Dagster processes are gone, so the test process may open the engine again), and every file it lists
     # is there with the listed size. Nothing else was written: no other window, no other project.
     expected_files = set()
-    for key in ASSET_ROUTE + JOB_ROUTE:
+    for key in ASSET_ROUTE + JOB_ROUTE + (AD_HOC,):
         folder = window_dir(out, key)
         manifest = json.loads((folder / "manifest.json").read_text())
         start, end = window_of(key)

@@ -256,3 +256,18 @@ def test_first_event_is_looked_up_only_until_the_cursor_has_a_position(env, seed
     assert run_and_count_first_event_queries(f"{DAY1}|proj-1") == 1
     assert run_and_count_first_event_queries(f"{DAY2}|proj-1") == 0
     assert env["state"].get_cursor(cursor_sink("daily"), "proj-1").last_sync_at == dt.datetime(2026, 11, 4, tzinfo=dt.UTC)
+
+
+def test_run_tagged_only_with_the_partition_key_exports_that_partition(env):
+    """The asset page launches one partition as a run tagged `dagster/partition` only (no per-dimension
+    tags): the asset must find its project and window from the key itself."""
+    add_local(env, project="proj-2", file_types=("csv",))
+    job = env["defs"].get_job_def("blob_storage_export_daily_job")
+    result = job.execute_in_process(instance=env["instance"], raise_on_error=False,
+                                    tags={"dagster/partition": f"{DAY2}|proj-2"})
+    assert result.success
+    (mat,) = result.asset_materializations_for_node("blob_storage_export_daily")
+    assert mat.partition == f"{DAY2}|proj-2"
+    manifest = json.loads((env["out"] / "proj-2/events/daily/2026-11-03T00-00-00Z_2026-11-04T00-00-00Z"
+                           / "manifest.json").read_text())
+    assert manifest["project_id"] == "proj-2" and manifest["source"]["row_count"] > 1000

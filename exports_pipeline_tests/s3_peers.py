@@ -8,6 +8,7 @@ nothing inside boto3 is mocked.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import socket
 import threading
@@ -81,6 +82,8 @@ class FaultProxy:
         self.counts: Counter[str] = Counter()
         self.in_flight: Counter[str] = Counter()
         self.max_in_flight: Counter[str] = Counter()
+        # (operation, request headers, sha256 of the body as received) of every forwarded request
+        self.seen: list[tuple[str, dict[str, str], str]] = []
         self.lock = threading.Lock()
         proxy = self
 
@@ -199,6 +202,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(payload)
             return
         with proxy.lock:
+            proxy.seen.append((operation, {k.lower(): v for k, v in self.headers.items()},
+                               hashlib.sha256(body).hexdigest()))
             proxy.in_flight[operation] += 1
             proxy.max_in_flight[operation] = max(proxy.max_in_flight[operation], proxy.in_flight[operation])
         try:

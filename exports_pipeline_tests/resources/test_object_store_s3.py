@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import random
@@ -236,3 +237,43 @@ def test_store_uses_default_credential_chain_without_keys(moto_endpoint, s3_buck
         assert store.get_bytes("chain.txt") == b"ok"
     finally:
         store.close()
+
+
+def test_over_http_bodies_are_protected_by_the_signed_payload_hash_not_a_second_md5(
+        make_store, s3_bucket, s3_client, fault_proxy):
+    """Plain http: SigV4 signs each body's SHA-256 (the server checks it), so no Content-MD5 pass is spent."""
+    store = make_store(s3_bucket, endpoint=fault_proxy.url)  # 5 MiB parts
+    assert not store.sends_content_md5
+    key = unique_key("signed.bin")
+    data = random.Random(3).randbytes(11 * MiB)  # three parts
+    with store.writer(key, "application/octet-stream", expected_size=len(data)) as writer:
+        writer.write(data)
+        written = writer.commit()
+    small = unique_key("signed-small.bin")
+    store.put_bytes(small, b"tiny", "application/octet-stream")
+    sent = [(op, h, digest) for op, h, digest in fault_proxy.seen if op in ("UploadPart", "PutObject")]
+    assert [op for op, _, _ in sent].count("UploadPart") == 3 and [op for op, _, _ in sent].count("PutObject") == 1
+    for _op, headers, body_sha in sent:
+        assert "content-md5" not in headers
+        assert headers["x-amz-content-sha256"] == body_sha  # the body itself is signed
+    assert s3_client.get_object(Bucket=s3_bucket, Key=key)["Body"].read() == data
+    # the multipart ETag the store expects (for recognising a lost completion) is the server's
+    assert written.etag == s3_client.head_object(Bucket=s3_bucket, Key=key)["ETag"].strip('"')
+
+
+def test_over_https_bodies_carry_content_md5_and_no_payload_signature(make_store):
+    """https (and AWS without an endpoint): TLS plus Content-MD5 protect the body, and botocore then skips
+    the payload hash. Checked on the request as it leaves (nothing listens on the port)."""
+    aws = S3ObjectStore(Destination.from_url("s3://bucket/", access_key_id="AKIAEXAMPLE", secret_access_key="x"))
+    assert aws.sends_content_md5  # no endpoint: AWS over https
+    aws.close()
+    store = make_store("bucket", endpoint="https://127.0.0.1:9", max_attempts=1)
+    assert store.sends_content_md5
+    seen = []
+    store.client.meta.events.register("before-send.s3.PutObject",
+                                      lambda request, **_: seen.append(dict(request.headers)))
+    with pytest.raises(Exception):  # noqa: B017,PT011 - the connection is refused; the request is what counts
+        store.put_bytes("k.bin", b"payload", "application/octet-stream")
+    headers = {k.lower(): (v.decode() if isinstance(v, bytes) else v) for k, v in seen[0].items()}
+    assert headers["content-md5"] == base64.b64encode(hashlib.md5(b"payload").digest()).decode()
+    assert headers["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"

@@ -5,7 +5,9 @@ through ``call_with_retries`` so retries are classified and logged. Checksums ar
 operation requires them (``when_required``) because several S3-compatible stores reject the
 flexible-checksum headers boto3 ≥ 1.36 sends by default (boto/s3transfer#327); uploads carry a
 ``Content-MD5`` instead, which S3 and its compatibles all verify, and which lets botocore skip payload
-signing over HTTPS (TLS plus MD5 protect the body).
+signing over HTTPS (TLS plus MD5 protect the body). Over plain HTTP botocore signs every body's SHA-256
+(SigV4 ``x-amz-content-sha256``, which the server checks), so there a Content-MD5 would only be a second
+checksum of the same bytes: another pass over every byte here and on the server; it is not sent.
 """
 
 from __future__ import annotations
@@ -57,6 +59,9 @@ class S3ObjectStore(ObjectStore):
                                   self.settings.backoff_max_seconds)
         self.bucket = destination.bucket
         self.client = _make_client(destination, self.settings)
+        # https (AWS when no endpoint is given): Content-MD5 is the body's integrity check; http: the
+        # signed payload hash is (see the module docstring).
+        self.sends_content_md5 = not (destination.endpoint_url or "").lower().startswith("http://")
         self._reached = False  # has the endpoint ever answered? (see classify: connection errors)
         secret = destination.secret_access_key
         self._secret = secret.get_secret_value() if secret is not None else None

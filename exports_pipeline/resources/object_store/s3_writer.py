@@ -47,7 +47,7 @@ class S3Writer(ObjectWriter):
         self._next_part = 1
         self._pool: ThreadPoolExecutor | None = None
         self._slots = threading.Semaphore(store.settings.max_concurrency)
-        self._futures: list[Future[tuple[int, str, bytes]]] = []
+        self._futures: list[Future[tuple[int, str]]] = []
         self._cancel = threading.Event()
         self._failure: BaseException | None = None
         self._failure_lock = threading.Lock()
@@ -177,21 +177,20 @@ class S3Writer(ObjectWriter):
         self._pool = ThreadPoolExecutor(max_workers=self._store.settings.max_concurrency,
                                         thread_name_prefix="s3-part")
 
-    def _upload_part(self, number: int, body: bytearray) -> tuple[int, str, bytes]:
-        digest = hashlib.md5(body, usedforsecurity=False).digest()
-        content_md5 = base64.b64encode(digest).decode()
+    def _upload_part(self, number: int, body: bytearray) -> tuple[int, str]:
+        checksum = _content_md5(body) if self._store.sends_content_md5 else {}
 
         def send() -> Any:
             if self._cancel.is_set():
                 raise _Cancelled
             return self._store.client.upload_part(
                 Bucket=self._store.bucket, Key=self.key, UploadId=self._upload_id, PartNumber=number,
-                Body=body, ContentMD5=content_md5)
+                Body=body, **checksum)
 
         response = self._store.call(f"UploadPart #{number}", self.key, send, cancel=self._cancel)
-        return number, response["ETag"], digest
+        return number, response["ETag"]
 
-    def _part_done(self, future: Future[tuple[int, str, bytes]]) -> None:
+    def _part_done(self, future: Future[tuple[int, str]]) -> None:
         self._slots.release()
         if future.cancelled():
             return
@@ -205,19 +204,16 @@ class S3Writer(ObjectWriter):
 
     def _put_whole(self) -> str | None:
         body = self._buffer
-        content_md5 = base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode()
         args: dict[str, Any] = {"Bucket": self._store.bucket, "Key": self.key, "Body": body,
-                                "ContentType": self.content_type, "ContentMD5": content_md5,
-                                **self._store.sse_args()}
+                                "ContentType": self.content_type, **self._store.sse_args(),
+                                **(_content_md5(body) if self._store.sends_content_md5 else {})}
         response = self._store.call("PutObject", self.key, lambda: self._store.client.put_object(**args))
         return _etag(response)
 
     def _complete(self) -> str | None:
         results = sorted(future.result() for future in self._futures)
-        parts = [{"PartNumber": number, "ETag": etag} for number, etag, _ in results]
-        # S3's ETag of a multipart object (without SSE-KMS): md5 of the parts' md5s, "-", part count.
-        expected = hashlib.md5(b"".join(d for _, _, d in results), usedforsecurity=False).hexdigest()
-        expected_etag = f"{expected}-{len(parts)}"
+        parts = [{"PartNumber": number, "ETag": etag} for number, etag in results]
+        expected_etag = _multipart_etag([etag for _, etag in results])
         attempts = 0
 
         def complete() -> Any:
@@ -229,7 +225,7 @@ class S3Writer(ObjectWriter):
                     MultipartUpload={"Parts": parts})
             except ClientError as exc:
                 # The previous attempt may have completed the upload and lost only its response.
-                if attempts > 1 and error_code(exc) == "NoSuchUpload":
+                if attempts > 1 and expected_etag and error_code(exc) == "NoSuchUpload":
                     head = self._store.client.head_object(Bucket=self._store.bucket, Key=self.key)
                     if _etag(head) == expected_etag:
                         return head
@@ -242,6 +238,21 @@ class S3Writer(ObjectWriter):
     def _shutdown_pool(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _content_md5(body: bytes | bytearray) -> dict[str, str]:
+    return {"ContentMD5": base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode()}
+
+
+def _multipart_etag(part_etags: list[str]) -> str | None:
+    """S3's ETag of a completed multipart object: md5 of the parts' binary md5s, "-", part count, where a
+    part's ETag is its md5 in hex (not so with SSE-KMS or on some S3-compatibles: then None, and a lost
+    completion response cannot be recognised, only reported)."""
+    try:
+        digests = b"".join(bytes.fromhex(e.strip('"')) for e in part_etags)
+    except ValueError:
+        return None
+    return f"{hashlib.md5(digests, usedforsecurity=False).hexdigest()}-{len(part_etags)}"
 
 
 def _etag(response: dict[str, Any]) -> str | None:

@@ -15,6 +15,7 @@ the mutation the UI sends: one from the asset page (an asset selection), one fro
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -84,10 +85,8 @@ class DagsterProcesses:
             _signal_group(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + 20
         for _name, proc, _log in self.started:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):  # the SIGKILL below ends it
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
         for _name, proc, _log in self.started:  # stragglers of the group, even when its leader exited
             _signal_group(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
@@ -97,10 +96,8 @@ class DagsterProcesses:
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):  # the group is gone already
         os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def tail(path: Path, chars: int = 15000) -> str:

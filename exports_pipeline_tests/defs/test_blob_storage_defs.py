@@ -12,35 +12,16 @@ from exports_pipeline.defs.blob_storage import build_blob_storage_defs, plan_his
 from exports_pipeline.defs.partitions import check_project_id
 from exports_pipeline.export.partition import cursor_sink
 from exports_pipeline.resources.clickhouse import ClickHouseResource
-from exports_pipeline.resources.object_store.resource import ObjectStoreResource
 from exports_pipeline.state.models import BlobIntegration
-from exports_pipeline.state.store import StateStore
+from exports_pipeline_tests.defs.harness import START, add_local, export_env
 
-START = "2026-10-01"
 DAY1, DAY2, DAY3 = "2026-11-02", "2026-11-03", "2026-11-04"
 
 
 @pytest.fixture
 def env(seeded, tmp_path):
-    state = StateStore(database_url=f"sqlite:///{tmp_path / 'state.db'}")
-    blob = build_blob_storage_defs(START, settle_minutes=15)
-    resources = {"clickhouse": seeded, "state": state,
-                 "object_store": ObjectStoreResource(min_part_size_mb=5, default_part_size_mb=5,
-                                                     backoff_base_seconds=0.01, backoff_max_seconds=0.05)}
-    defs = dg.Definitions(assets=blob["assets"], jobs=blob["jobs"], schedules=blob["schedules"],
-                          sensors=blob["sensors"], resources=resources)
-    out = tmp_path / "bucket"
-    out.mkdir()
-    with dg.instance_for_test() as instance:
-        yield {"defs": defs, "state": state, "instance": instance, "out": out, "resources": resources}
-
-
-def add_local(env, project="proj-1", frequency="daily", **kw):
-    integ = BlobIntegration(project_id=project, type="LOCAL", bucket_name=str(env["out"]), export_frequency=frequency,
-                            file_types=kw.pop("file_types", ("jsonl", "parquet")), **kw)
-    env["state"].upsert_blob_integration(integ)
-    env["instance"].add_dynamic_partitions(f"blob_storage_projects_{frequency}", [project])
-    return integ
+    with export_env(seeded, tmp_path) as env:
+        yield env
 
 
 def run(env, key, frequency="daily"):

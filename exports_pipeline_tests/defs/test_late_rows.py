@@ -15,7 +15,6 @@ import uuid
 import dagster as dg
 import pytest
 
-from exports_pipeline.defs.blob_storage import build_blob_storage_defs
 from exports_pipeline.defs.late_rows import (
     SENSOR_NAME,
     ChangedWindow,
@@ -28,12 +27,11 @@ from exports_pipeline.events.ddl import create_events_table
 from exports_pipeline.events.queries import WINDOW_FILTER, qualified_table
 from exports_pipeline.export.windows import Window, iso
 from exports_pipeline.resources.clickhouse import ClickHouseResource, chdb_client
-from exports_pipeline.resources.object_store.resource import ObjectStoreResource
 from exports_pipeline.state.models import BlobIntegration
-from exports_pipeline.state.store import StateStore
+from exports_pipeline_tests.defs import harness
+from exports_pipeline_tests.defs.harness import export_env
 
 UTC = dt.UTC
-START = "2026-10-01"
 DAY1, DAY2 = "2026-11-02", "2026-11-03"
 D1 = Window(dt.datetime(2026, 11, 2, tzinfo=UTC), dt.datetime(2026, 11, 3, tzinfo=UTC))
 D2 = Window(dt.datetime(2026, 11, 3, tzinfo=UTC), dt.datetime(2026, 11, 4, tzinfo=UTC))
@@ -59,28 +57,14 @@ def events(seeded, chdb_path):
 
 @pytest.fixture
 def env(events, tmp_path):
-    state = StateStore(database_url=f"sqlite:///{tmp_path / 'state.db'}")
     clock = {"now": NOW}
-    blob = build_blob_storage_defs(START, settle_minutes=15, late_rows_lookback_hours=72,
-                                   clock=lambda: clock["now"])
-    resources = {"clickhouse": events, "state": state,
-                 "object_store": ObjectStoreResource(min_part_size_mb=5, default_part_size_mb=5,
-                                                     backoff_base_seconds=0.01, backoff_max_seconds=0.05)}
-    defs = dg.Definitions(assets=blob["assets"], jobs=blob["jobs"], schedules=blob["schedules"],
-                          sensors=blob["sensors"], resources=resources)
-    out = tmp_path / "bucket"
-    out.mkdir()
-    with dg.instance_for_test() as instance:
-        yield {"defs": defs, "state": state, "instance": instance, "out": out, "resources": resources,
-               "clock": clock, "events": events}
+    with export_env(events, tmp_path, late_rows_lookback_hours=72, clock=lambda: clock["now"]) as env:
+        env.update(clock=clock, events=events)
+        yield env
 
 
 def add_local(env, project="proj-1", frequency="daily", **kw):
-    integ = BlobIntegration(project_id=project, type="LOCAL", bucket_name=kw.pop("bucket_name", str(env["out"])),
-                            export_frequency=frequency, file_types=kw.pop("file_types", ("jsonl",)), **kw)
-    env["state"].upsert_blob_integration(integ)
-    env["instance"].add_dynamic_partitions(f"blob_storage_projects_{frequency}", [project])
-    return integ
+    return harness.add_local(env, project, frequency, **{"file_types": ("jsonl",), **kw})
 
 
 def run(env, key, frequency="daily"):

@@ -1,0 +1,44 @@
+"""The object-storage Dagster definitions over a real ClickHouse, a SQLite state DB, a local bucket
+directory and a throwaway Dagster instance, shared by the defs tests."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import dagster as dg
+
+from exports_pipeline.defs.blob_storage import build_blob_storage_defs
+from exports_pipeline.resources.clickhouse import ClickHouseResource
+from exports_pipeline.resources.object_store.resource import ObjectStoreResource
+from exports_pipeline.state.models import BlobIntegration
+from exports_pipeline.state.store import StateStore
+
+START = "2026-10-01"  # first time partition: the seeded days (Nov 2026) are well inside
+
+
+@contextlib.contextmanager
+def export_env(clickhouse: ClickHouseResource, tmp_path, **blob_kwargs) -> Iterator[dict]:
+    """defs, state, instance, out (the bucket directory) and resources; 5 MiB parts, fast retries."""
+    state = StateStore(database_url=f"sqlite:///{tmp_path / 'state.db'}")
+    blob = build_blob_storage_defs(START, settle_minutes=15, **blob_kwargs)
+    resources = {"clickhouse": clickhouse, "state": state,
+                 "object_store": ObjectStoreResource(min_part_size_mb=5, default_part_size_mb=5,
+                                                     backoff_base_seconds=0.01, backoff_max_seconds=0.05)}
+    defs = dg.Definitions(assets=blob["assets"], jobs=blob["jobs"], schedules=blob["schedules"],
+                          sensors=blob["sensors"], resources=resources)
+    out = tmp_path / "bucket"
+    out.mkdir()
+    with dg.instance_for_test() as instance:
+        yield {"defs": defs, "state": state, "instance": instance, "out": out, "resources": resources}
+
+
+def add_local(env: dict, project: str = "proj-1", frequency: str = "daily", *,
+              file_types: tuple[str, ...] = ("jsonl", "parquet"), bucket_name: str | None = None,
+              **kw) -> BlobIntegration:
+    """A LOCAL integration into env["out"] (or `bucket_name`), with its project in the dimension."""
+    integ = BlobIntegration(project_id=project, type="LOCAL", bucket_name=bucket_name or str(env["out"]),
+                            export_frequency=frequency, file_types=file_types, **kw)
+    env["state"].upsert_blob_integration(integ)
+    env["instance"].add_dynamic_partitions(f"blob_storage_projects_{frequency}", [project])
+    return integ

@@ -63,6 +63,12 @@ def test_dagster_yaml_limits_concurrency_per_project_and_sink_and_has_postgres_b
         # the per-sink limit: a pool per sink, counted in runs, so it holds however a run was launched
         assert conf["concurrency"]["pools"] == {"granularity": "run", "default_limit": 2}, path
     assert "scheme: postgresql+psycopg2" in (ROOT / "dagster.yaml").read_text()  # the commented production block
+    # Dagster's own schema accepts both (the compose one is otherwise only read inside its containers)
+    from dagster._core.instance.config import dagster_instance_config
+
+    for folder in (ROOT, ROOT / "docker"):
+        config, _ = dagster_instance_config(str(folder))
+        assert config["concurrency"]["pools"]["granularity"] == "run"
     graph = build_definitions().resolve_asset_graph()
     for freq in ("hourly", "daily", "weekly"):
         assert graph.get(dg_key(f"blob_storage_export_{freq}")).pools == {"object_storage"}

@@ -60,7 +60,12 @@ def test_dagster_yaml_limits_concurrency_per_project_and_sink_and_has_postgres_b
         limits = {item["key"]: item for item in conf["concurrency"]["runs"]["tag_concurrency_limits"]}
         assert limits["dagster/partition/project"] == {"key": "dagster/partition/project", "limit": 1,
                                                        "value": {"applyLimitPerUniqueValue": True}}, path
-        # the per-sink limit: a pool per sink, counted in runs, so it holds however a run was launched
+        assert limits["exports/sink"] == {"key": "exports/sink", "limit": 2,
+                                          "value": {"applyLimitPerUniqueValue": True}}, path
+        # the tags those limits read are completed for hand-launched runs by our coordinator
+        assert conf["run_coordinator"] == {"module": "exports_pipeline.run_coordinator",
+                                           "class": "ExportsRunCoordinator"}, path
+        # and a pool per sink, counted in runs, holds whatever tags a run has
         assert conf["concurrency"]["pools"] == {"granularity": "run", "default_limit": 2}, path
     assert "scheme: postgresql+psycopg2" in (ROOT / "dagster.yaml").read_text()  # the commented production block
     # Dagster's own schema accepts both (the compose one is otherwise only read inside its containers)

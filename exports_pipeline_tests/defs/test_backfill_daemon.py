@@ -320,17 +320,15 @@ def check_runs_and_files(runs: list, backfills: dict, backfill_ids: dict, seeded
         assert sorted(t["dagster/partition"] for t in mine) == sorted(partitions)
         for run_tags in mine:
             assert run_tags["dagster/partition/project"] == run_tags["dagster/partition"].split("|")[1]
-            if route == "job":  # the job's tags
-                assert run_tags["exports/sink"] == "object_storage", run_tags
-            else:
-                # Runs of an asset selection get no job's tags and assets give runs none (dagster-io/dagster
-                # #15752), which is why the per-sink limit is the assets' pool, not a run tag (below).
-                assert "exports/sink" not in run_tags, run_tags
+            # the job's tag on the job route; added by ExportsRunCoordinator on the asset route, whose runs
+            # get no job tags (dagster-io/dagster#15752)
+            assert run_tags["exports/sink"] == "object_storage", run_tags
     (ad_hoc,) = [t for t in tags.values() if "dagster/backfill" not in t]
+    # The UI tags a hand-launched run with the partition key only; ExportsRunCoordinator (dagster.yaml) adds
+    # the project and sink tags before it queues, so the per-project and per-sink limits see it too.
     assert ad_hoc["dagster/partition"] == AD_HOC
-    # The UI tags a hand-launched run with the partition key only (no dagster/partition/project), so the
-    # per-project run limit does not see it; the sink's pool does (below). README "Concurrency" says so.
-    assert "dagster/partition/project" not in ad_hoc, ad_hoc
+    assert ad_hoc["dagster/partition/project"] == "proj-2" and ad_hoc["dagster/partition/date"] == "2026-11-03"
+    assert ad_hoc["exports/sink"] == "object_storage"
     assert len(runs) == len(ASSET_ROUTE) + len(JOB_ROUTE) + 1
     # The sink's pool (limit 1 here) held for every route alike: no two of the four runs overlapped,
     # although the two projects' runs were free of each other under the per-project limit.

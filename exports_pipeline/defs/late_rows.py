@@ -120,11 +120,6 @@ def recent_windows(now: dt.datetime, frequency: str, *, lookback: dt.timedelta, 
     return out[::-1]
 
 
-def _aware(value: dt.datetime) -> dt.datetime:
-    # As the export treats max(event_ts) before writing it into the manifest (a naive value is UTC).
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-
-
 def source_window_states(clickhouse: ClickHouseResource, project_id: str, frequency: str,
                          span: Window) -> dict[dt.datetime, WindowState]:
     """ClickHouse's count() and max(event_ts) (FINAL) per window start of `frequency` within `span`, in one
@@ -132,7 +127,7 @@ def source_window_states(clickhouse: ClickHouseResource, project_id: str, freque
     rows = clickhouse.query(window_states_sql(clickhouse.events_table, frequency),
                             {"project_id": project_id, "start": span.start, "end": span.end},
                             tags=query_tags(sensor=SENSOR_NAME, project=project_id, frequency=frequency))
-    return {dt.datetime.fromtimestamp(int(start), dt.UTC): WindowState(int(count), iso(_aware(latest)))
+    return {dt.datetime.fromtimestamp(int(start), dt.UTC): WindowState(int(count), iso(latest))
             for start, count, latest in rows if int(count)}
 
 

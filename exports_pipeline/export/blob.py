@@ -148,7 +148,7 @@ def export_window(
         "formats": list(integration.file_types),
         "compression": integration.compression,
         "source": {"table": table, "row_count": source_rows,
-                   "max_event_ts": iso(_aware(max_event_ts)) if source_rows else None},
+                   "max_event_ts": iso(max_event_ts) if source_rows else None},
         "columns": list(EXPORT_COLUMN_NAMES),
         "files": [
             {"key": f.obj.key, "uri": f.obj.uri, "format": f.format, "compression": f.compression, "part": f.part,
@@ -340,6 +340,3 @@ def _delete_stale(store, state, request: ExportRequest, previous: dict | None, k
             state.delete_event_log([candidates[k] for k in stale if candidates[k]])
     return stale
 
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)

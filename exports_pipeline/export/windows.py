@@ -48,7 +48,10 @@ def key_timestamp(value: dt.datetime) -> str:
 
 
 def iso(value: dt.datetime) -> str:
-    """ISO-8601 UTC with microseconds, as every export and manifest writes timestamps."""
+    """ISO-8601 UTC with microseconds, as every export and manifest writes timestamps. A naive value is
+    UTC (what ClickHouse's DateTime64(6, 'UTC') columns come back as), never the machine's local time."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 

@@ -18,12 +18,14 @@ from dagster._core.run_coordinator import SubmitRunContext
 from dagster._core.run_coordinator.queued_run_coordinator import QueuedRunCoordinator
 from dagster._core.storage.dagster_run import DagsterRun
 
+from exports_pipeline.state.models import SINK_BLOB
+
 PARTITION_TAG = "dagster/partition"
 DATE_TAG = "dagster/partition/date"
 PROJECT_TAG = "dagster/partition/project"
 SINK_TAG_KEY = "exports/sink"
 # Asset name prefix -> the sink its runs write to (the asset's pool has the same name).
-SINK_OF_ASSET_PREFIX = {"blob_storage_export_": "object_storage"}
+SINK_OF_ASSET_PREFIX = {"blob_storage_export_": SINK_BLOB}
 
 
 def missing_export_tags(tags: Mapping[str, str], asset_selection: Iterable[AssetKey] | None) -> dict[str, str]:

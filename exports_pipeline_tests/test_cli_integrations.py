@@ -13,8 +13,8 @@ import pytest
 from exports_pipeline.cli import main
 from exports_pipeline.commands import open_state
 from exports_pipeline.crypto import SecretBox
-from exports_pipeline.export.partition import cursor_sink
 from exports_pipeline.settings import get_settings
+from exports_pipeline.state.models import blob_cursor_sink
 from exports_pipeline.state.store import StateStore
 
 KEY = "5e" * 32
@@ -254,7 +254,7 @@ def test_update_changes_only_given_fields_and_keeps_secret(cli: Cli, monkeypatch
     monkeypatch.setenv("EXPORTS_SECRET_ACCESS_KEY", SECRET)
     assert add_s3(cli, "upd", "bucket-upd", moto_endpoint)[0] == 0
     before = cli.state.get_blob_integration("upd")
-    cli.state.finish_window(cursor_sink("hourly"), "upd", before.export_start_date,
+    cli.state.finish_window(blob_cursor_sink("hourly"), "upd", before.export_start_date,
                             before.export_start_date + dt.timedelta(hours=1), "run-1", before.export_start_date)
     monkeypatch.delenv("EXPORTS_SECRET_ACCESS_KEY")
 
@@ -267,14 +267,14 @@ def test_update_changes_only_given_fields_and_keeps_secret(cli: Cli, monkeypatch
                  "created_at"):
         assert getattr(after, name) == getattr(before, name), name
     assert "file_types" in out and "compression" in out and "reset" not in out
-    assert cli.state.get_cursor(cursor_sink("hourly"), "upd") is not None  # no mode change: cursor kept
+    assert cli.state.get_cursor(blob_cursor_sink("hourly"), "upd") is not None  # no mode change: cursor kept
 
 
 def test_update_mode_resets_cursor(cli: Cli, tmp_path: Path):
     assert add_local(cli, "modes", tmp_path / "m")[0] == 0
     start = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
-    cli.state.finish_window(cursor_sink("daily"), "modes", start, start + dt.timedelta(days=1), "r1", start)
-    assert cli.state.get_cursor(cursor_sink("daily"), "modes").last_sync_at == start + dt.timedelta(days=1)
+    cli.state.finish_window(blob_cursor_sink("daily"), "modes", start, start + dt.timedelta(days=1), "r1", start)
+    assert cli.state.get_cursor(blob_cursor_sink("daily"), "modes").last_sync_at == start + dt.timedelta(days=1)
 
     code, out, err = cli("integrations", "update", "--project", "modes", "--mode", "from_custom_date",
                          "--start-date", "2025-06-01")
@@ -282,8 +282,8 @@ def test_update_mode_resets_cursor(cli: Cli, tmp_path: Path):
     assert "cursor was reset" in out and "re-planned" in out
     saved = cli.state.get_blob_integration("modes")
     assert (saved.export_mode, saved.export_start_date) == ("FROM_CUSTOM_DATE", dt.datetime(2025, 6, 1, tzinfo=dt.UTC))
-    assert cli.state.get_cursor(cursor_sink("daily"), "modes") is None
-    assert cli.state.list_finished_windows(cursor_sink("daily"), "modes") == []
+    assert cli.state.get_cursor(blob_cursor_sink("daily"), "modes") is None
+    assert cli.state.list_finished_windows(blob_cursor_sink("daily"), "modes") == []
 
     # --start-date alone moves a custom start; to full history clears it.
     assert cli("integrations", "update", "--project", "modes", "--start-date", "2025-07-01")[0] == 0

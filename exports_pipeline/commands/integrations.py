@@ -160,7 +160,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_update(args: argparse.Namespace, settings: Settings) -> int:
-    from exports_pipeline.export.partition import cursor_sink
+    from exports_pipeline.state.models import blob_cursor_sink
 
     project = require_project(args.project, strict=False)
     state = open_state(settings)
@@ -181,7 +181,7 @@ def cmd_update(args: argparse.Namespace, settings: Settings) -> int:
     if replanned:
         # The store already forgets the cursors on a mode/start change; said here too, explicitly.
         for frequency in dict.fromkeys((existing.export_frequency, saved.export_frequency)):
-            state.reset_cursor(cursor_sink(frequency), project)
+            state.reset_cursor(blob_cursor_sink(frequency), project)
     if created:
         print(f"created directory {directory}")
     print(f"updated object-storage integration for project {project}: {', '.join(changed)}")

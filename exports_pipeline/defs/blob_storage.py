@@ -24,9 +24,10 @@ from exports_pipeline.defs.partitions import export_partitions, project_and_wind
 from exports_pipeline.resources.clickhouse import ClickHouseResource, query_tags
 from exports_pipeline.resources.object_store.resource import ObjectStoreResource
 from exports_pipeline.settings import get_settings
+from exports_pipeline.state.models import SINK_BLOB
 from exports_pipeline.state.store import StateStore
 
-SINK = "object_storage"
+SINK = SINK_BLOB  # the name of the sink: pool, run tag, cursor family
 # The tag names the sink on runs launched through a job (schedules, sensors, the job's partitions page),
 # for filtering. The per-sink concurrency limit is the asset's `pool` instead: runs of an asset selection
 # (the asset page's Materialize and backfill dialogs) carry no job tags, and assets cannot give runs tags

@@ -34,10 +34,10 @@ from exports_pipeline.resources.clickhouse import ClickHouseResource, query_tags
 from exports_pipeline.resources.object_store.base import ObjectStore, WrittenObject
 from exports_pipeline.resources.object_store.destination import Destination
 from exports_pipeline.resources.object_store.local import LocalObjectStore
-from exports_pipeline.state.models import BlobIntegration, EventLogEntry
+from exports_pipeline.state.models import SINK_BLOB, BlobIntegration, EventLogEntry
 
 MANIFEST_SCHEMA_VERSION = 1
-SINK = "object_storage"
+SINK = SINK_BLOB
 # Sub-range target (estimated output bytes per query). Each query streams (the engine writes its file,
 # reading in sorting-key order), so the size bounds scratch disk and the unit of retry work, not memory;
 # every extra sub-range costs another FINAL pass, so they are large.

@@ -17,11 +17,7 @@ from exports_pipeline.events.queries import first_event_sql
 from exports_pipeline.export.blob import ExportRequest, ExportResult, destination_for, export_window
 from exports_pipeline.export.windows import Window, window_floor
 from exports_pipeline.resources.clickhouse import ClickHouseResource
-from exports_pipeline.state.models import BlobIntegration
-
-
-def cursor_sink(frequency: str) -> str:
-    return f"object_storage:{frequency}"
+from exports_pipeline.state.models import BlobIntegration, blob_cursor_sink
 
 
 @dataclass(frozen=True)
@@ -83,7 +79,7 @@ def export_partition(
     if integration.export_frequency != frequency:
         return PartitionOutcome(False, f"the integration of {project_id} exports {integration.export_frequency}, "
                                 f"not {frequency}")
-    sink = cursor_sink(frequency)
+    sink = blob_cursor_sink(frequency)
     if integration.export_mode != "FULL_HISTORY":
         start = history_start(integration, clickhouse)  # from the stored date: no query
         if window.end <= start:

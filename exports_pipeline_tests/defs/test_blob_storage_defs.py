@@ -10,9 +10,8 @@ import pytest
 
 from exports_pipeline.defs.blob_storage import build_blob_storage_defs, plan_history_requests, plan_id
 from exports_pipeline.defs.partitions import check_project_id
-from exports_pipeline.export.partition import cursor_sink
 from exports_pipeline.resources.clickhouse import ClickHouseResource
-from exports_pipeline.state.models import BlobIntegration
+from exports_pipeline.state.models import BlobIntegration, blob_cursor_sink
 from exports_pipeline_tests.defs.harness import START, add_local, export_env
 
 DAY1, DAY2, DAY3 = "2026-11-02", "2026-11-03", "2026-11-04"
@@ -46,7 +45,7 @@ def test_partition_run_exports_and_reports(env):
     assert check.passed and check.metadata["clickhouse_row_count"].value == manifest["source"]["row_count"]
     tags = env["instance"].get_run_by_id(result.run_id).tags
     assert tags["exports/sink"] == "object_storage" and tags["dagster/partition/project"] == "proj-1"
-    cursor = env["state"].get_cursor(cursor_sink("daily"), "proj-1")
+    cursor = env["state"].get_cursor(blob_cursor_sink("daily"), "proj-1")
     assert cursor.last_sync_at == dt.datetime(2026, 11, 3, tzinfo=dt.UTC)
 
 
@@ -90,7 +89,7 @@ def test_s3_5xx_on_a_part_is_retried_and_the_run_succeeds(env, fault_proxy, s3_b
 
 def test_cursor_advances_over_contiguous_windows_only(env):
     add_local(env, file_types=("jsonl",))
-    sink = cursor_sink("daily")
+    sink = blob_cursor_sink("daily")
     assert run(env, f"{DAY1}|proj-1").success
     assert run(env, f"{DAY3}|proj-1").success
     assert env["state"].get_cursor(sink, "proj-1").last_sync_at == dt.datetime(2026, 11, 3, tzinfo=dt.UTC)
@@ -236,7 +235,7 @@ def test_first_event_is_looked_up_only_until_the_cursor_has_a_position(env, seed
 
     assert run_and_count_first_event_queries(f"{DAY1}|proj-1") == 1
     assert run_and_count_first_event_queries(f"{DAY2}|proj-1") == 0
-    assert env["state"].get_cursor(cursor_sink("daily"), "proj-1").last_sync_at == dt.datetime(2026, 11, 4, tzinfo=dt.UTC)
+    assert env["state"].get_cursor(blob_cursor_sink("daily"), "proj-1").last_sync_at == dt.datetime(2026, 11, 4, tzinfo=dt.UTC)
 
 
 def test_run_tagged_only_with_the_partition_key_exports_that_partition(env):

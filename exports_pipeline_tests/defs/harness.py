@@ -33,6 +33,18 @@ def export_env(clickhouse: ClickHouseResource, tmp_path, **blob_kwargs) -> Itera
         yield {"defs": defs, "state": state, "instance": instance, "out": out, "resources": resources}
 
 
+def over_http(clickhouse: ClickHouseResource, chdb_http) -> ClickHouseResource:
+    """The same events table through the ClickHouse HTTP interface shim (the `chdb_http` fixture)."""
+    database = clickhouse.events_table.split(".")[0]
+    return ClickHouseResource(url=f"http://default:pw@127.0.0.1:{chdb_http.port}/{database}?compress=false",
+                              events_table=clickhouse.events_table)
+
+
+def export_asset(frequency: str = "daily") -> dg.AssetsDefinition:
+    return next(a for a in build_blob_storage_defs(START, 15)["assets"]
+                if a.key.path == [f"blob_storage_export_{frequency}"])
+
+
 def add_local(env: dict, project: str = "proj-1", frequency: str = "daily", *,
               file_types: tuple[str, ...] = ("jsonl", "parquet"), bucket_name: str | None = None,
               **kw) -> BlobIntegration:

@@ -32,6 +32,7 @@ from pathlib import Path
 from exports_pipeline.state.models import BlobIntegration
 from exports_pipeline.state.store import StateStore
 from exports_pipeline_tests.conftest import free_port
+from exports_pipeline_tests.defs.harness import over_http
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -208,7 +209,6 @@ def run_logs(gql: GraphQL, run_id: str) -> str:
 
 
 def test_ui_backfills_run_through_the_daemon_under_the_shipped_dagster_yaml(seeded, chdb_http, tmp_path):
-    database = seeded.events_table.split(".")[0]
     out = tmp_path / "bucket"
     out.mkdir()
     exports_home = tmp_path / "exports-home"
@@ -225,7 +225,7 @@ def test_ui_backfills_run_through_the_daemon_under_the_shipped_dagster_yaml(seed
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EXPORTS_", "DAGSTER_"))}
     env.update(
         EXPORTS_HOME=str(exports_home),
-        EXPORTS_CLICKHOUSE_URL=f"http://default:pw@127.0.0.1:{chdb_http.port}/{database}?compress=false",
+        EXPORTS_CLICKHOUSE_URL=over_http(seeded, chdb_http).url,
         EXPORTS_EVENTS_TABLE=seeded.events_table,
         EXPORTS_DATABASE_URL=state_url,
         ENCRYPTION_KEY=secrets.token_hex(32),

@@ -8,11 +8,10 @@ import json
 import dagster as dg
 import pytest
 
-from exports_pipeline.defs.blob_storage import build_blob_storage_defs, plan_history_requests, plan_id
+from exports_pipeline.defs.blob_storage import plan_history_requests, plan_id
 from exports_pipeline.defs.partitions import check_project_id
-from exports_pipeline.resources.clickhouse import ClickHouseResource
 from exports_pipeline.state.models import BlobIntegration, blob_cursor_sink
-from exports_pipeline_tests.defs.harness import START, add_local, export_env
+from exports_pipeline_tests.defs.harness import add_local, export_asset, export_env, over_http
 
 DAY1, DAY2, DAY3 = "2026-11-02", "2026-11-03", "2026-11-04"
 
@@ -203,10 +202,7 @@ def test_sensor_passes_over_windows_already_materialized(env):
 
 def test_transient_clickhouse_failure_over_http_is_retried_and_the_run_succeeds(env, seeded, chdb_http):
     """ClickHouse over its HTTP interface answers 503 once: the step is retried by its RetryPolicy."""
-    database = seeded.events_table.split(".")[0]
-    http = ClickHouseResource(url=f"http://default:pw@127.0.0.1:{chdb_http.port}/{database}?compress=false",
-                              events_table=seeded.events_table)
-    daily = next(a for a in build_blob_storage_defs(START, 15)["assets"] if a.key.path == ["blob_storage_export_daily"])
+    http, daily = over_http(seeded, chdb_http), export_asset("daily")
     add_local(env, file_types=("csv",))
     chdb_http.state.fail_next = 1
     result = dg.materialize([daily], partition_key=f"{DAY1}|proj-1", instance=env["instance"],
@@ -220,10 +216,7 @@ def test_transient_clickhouse_failure_over_http_is_retried_and_the_run_succeeds(
 
 def test_first_event_is_looked_up_only_until_the_cursor_has_a_position(env, seeded, chdb_http):
     """FULL_HISTORY's origin needs a FINAL scan of the whole project; it must not run on every window."""
-    database = seeded.events_table.split(".")[0]
-    http = ClickHouseResource(url=f"http://default:pw@127.0.0.1:{chdb_http.port}/{database}?compress=false",
-                              events_table=seeded.events_table)
-    daily = next(a for a in build_blob_storage_defs(START, 15)["assets"] if a.key.path == ["blob_storage_export_daily"])
+    http, daily = over_http(seeded, chdb_http), export_asset("daily")
     add_local(env, file_types=("jsonl",))
 
     def run_and_count_first_event_queries(key):

@@ -9,6 +9,9 @@ is one of these classes, and orchestration maps them once:
   endpoint). Never retried; the integration is disabled and ``last_error`` tells them what to fix.
 - ``TransientFault``: the remote side is busy or the network blinked. Retried with backoff + jitter.
 - ``ConfigError``: a setting or input is invalid before anything was attempted; names the field.
+- ``DeploymentFault``: this deployment is wrong, not the customer (an ``ENCRYPTION_KEY`` that cannot
+  decrypt the stored secret, an events table without a column the export needs). Fails at once, is
+  never retried, and never disables the customer's integration; the message names the setting.
 - ``ObjectTooLarge``: the data does not fit one object with the chosen part size. Retrying the same
   thing fails the same way, and it is not the customer's doing either: the caller must split.
 - ``ObjectNotFound``: a read of a key that does not exist; callers decide whether that matters.
@@ -46,6 +49,17 @@ class ConfigError(ExportsError, ValueError):
     def __init__(self, message: str, *, field: str | None = None, code: str | None = None) -> None:
         super().__init__(message, code=code)
         self.field = field
+
+
+class DeploymentFault(ExportsError):
+    """Our deployment is misconfigured (key, schema); fail now, do not retry, do not blame the customer.
+
+    ``setting`` names what the operator must fix (``ENCRYPTION_KEY``, ``EXPORTS_EVENTS_TABLE``).
+    """
+
+    def __init__(self, message: str, *, setting: str | None = None, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.setting = setting
 
 
 class ObjectTooLarge(ExportsError):

@@ -191,3 +191,16 @@ def test_configuration_must_be_whole() -> None:
     mailer = MailerResource.from_env({"EXPORTS_SMTP_URL": f"smtp://{CREDENTIALS}@relay.example.com",
                                       "EXPORTS_EMAIL_FROM": FROM})
     assert mailer.enabled and _leaks(repr(mailer)) == []
+
+
+def test_works_as_a_dagster_resource(smtp_server) -> None:
+    """Config round-trips through Dagster (the URL is a secret field) and an asset can send with it."""
+    import dagster as dg
+
+    @dg.asset
+    def notify(mailer: MailerResource) -> None:
+        mailer.send("alice@example.com", "from an asset", "body")
+
+    result = dg.materialize([notify], resources={"mailer": smtp_server.mailer()})
+    assert result.success
+    assert [m["Subject"] for m in smtp_server.messages] == ["from an asset"]

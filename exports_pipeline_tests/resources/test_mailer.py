@@ -126,6 +126,16 @@ def test_recipient_refused_5xx_is_the_customers_4xx_transient(smtp_servers) -> N
     assert peer.received == []
 
 
+def test_server_reply_echoing_the_password_is_scrubbed(smtp_servers) -> None:
+    """Server text is foreign: a relay that quotes the credentials back must not put them in our message."""
+    peer = smtp_servers(tls="starttls", user=USER, password=PASSWORD,
+                        refuse={"gone@example.com": f"550 5.1.1 no mailbox (session {ENCODED} / {PASSWORD})"})
+    with pytest.raises(CustomerFault, match="refused recipient gone@example.com: 550") as info:
+        peer.mailer().send("gone@example.com", "s", "t")
+    assert "(session *** / ***)" in str(info.value)
+    assert _leaks(*_error_texts(info.value)) == []
+
+
 def test_host_that_does_not_resolve_is_the_customers() -> None:
     mailer = MailerResource(smtp_url=f"smtp://{CREDENTIALS}@no-such-host.invalid:587", email_from=FROM,
                             timeout_seconds=2)

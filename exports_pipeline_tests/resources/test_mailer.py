@@ -168,7 +168,8 @@ def test_url_forms() -> None:
 
 @pytest.mark.parametrize("addr", ["", "alice", "alice@", "@example.com", "alice@example", "a b@example.com",
                                   "Alice <alice@example.com>", "alice@example.com, bob@example.com",
-                                  "alice@example.com\r\nBcc: eve@example.com", "alice@-bad-.com"])
+                                  "alice@example.com\r\nBcc: eve@example.com", "alice@-bad-.com",
+                                  "alice@example..com", "ålice@example.com"])
 def test_bad_recipient_addresses_are_refused_naming_the_flag(addr: str) -> None:
     with pytest.raises(ConfigError) as info:
         validate_email_address(addr)
@@ -178,6 +179,8 @@ def test_bad_recipient_addresses_are_refused_naming_the_flag(addr: str) -> None:
 def test_good_recipient_addresses() -> None:
     assert validate_email_address("  alice.o'neil+exports@sub.example.co.uk ") == "alice.o'neil+exports@sub.example.co.uk"
     assert validate_email_address('"quoted name"@example.com') == '"quoted name"@example.com'
+    assert validate_email_address("alice@bücher.de") == "alice@xn--bcher-kva.de"
+    assert validate_email_address("alice@[192.0.2.1]") == "alice@[192.0.2.1]"
 
 
 def test_configuration_must_be_whole() -> None:

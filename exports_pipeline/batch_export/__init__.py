@@ -1,0 +1,1 @@
+"""Batch export: a filtered one-off export to a download."""

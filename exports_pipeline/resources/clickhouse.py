@@ -25,7 +25,8 @@ from clickhouse_connect.driver.binding import bind_query
 from filelock import FileLock
 from pydantic import Field
 
-from exports_pipeline.settings import chdb_path_of, mask_url
+from exports_pipeline.settings import chdb_path_of
+from exports_pipeline.urls import mask_url, scrub_secrets
 
 _LOCKS: dict[str, FileLock] = {}
 _LOCKS_GUARD = threading.Lock()
@@ -307,10 +308,8 @@ class ClickHouseResource(dg.ConfigurableResource):
             raise ClickHouseError(f"ClickHouse at {self.masked_url}: {self._scrub(exc)}") from exc
 
     def _scrub(self, exc: BaseException) -> str:
-        """The first line of a driver error, with the URL's password (if any) blanked out."""
-        text = _first_line(exc)
-        password = unquote(urlsplit(self.url).password or "") if not self.is_embedded else ""
-        return text.replace(password, "***") if password else text
+        """The first line of a driver error, with the URL's password (if any) and any URL in it masked."""
+        return scrub_secrets(_first_line(exc), self.url)
 
 
 EMBEDDED_STREAM_FORMATS = frozenset({"CSV", "TabSeparated", "TSV", "JSONEachRow", "Native", "RowBinary"})

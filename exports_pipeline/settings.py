@@ -136,6 +136,10 @@ def _positive_int(env: dict[str, str], name: str, default: str, unit: str) -> in
     return int(value)
 
 
+# Never quote urlsplit's own error: it reads an unencoded password as the port and prints it.
+_ENCODE_HINT = "characters / # ? @ : in the user name or password must be percent-encoded (/ as %2F, # as %23)"
+
+
 def _check_clickhouse_url(url: str) -> None:
     if url.startswith("chdb://"):
         path = url[len("chdb://"):]
@@ -143,22 +147,25 @@ def _check_clickhouse_url(url: str) -> None:
             raise SettingsError(f"EXPORTS_CLICKHOUSE_URL={mask_url(url)!r}: a chdb:// URL needs an absolute directory, "
                                 "e.g. chdb:///data/chdb")
         return
-    # Never quote urlsplit's own error: it reads an unencoded password as the port and prints it.
-    encode_hint = "characters / # ? @ : in the user name or password must be percent-encoded (/ as %2F, # as %23)"
-    try:
-        parts = urlsplit(url)
-        _ = parts.port
-    except ValueError:
-        raise SettingsError(f"EXPORTS_CLICKHOUSE_URL={mask_url(url)!r} is not a valid URL (bad host or port; "
-                            f"{encode_hint})") from None
+    parts = _split_server_url("EXPORTS_CLICKHOUSE_URL", url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise SettingsError(
             f"EXPORTS_CLICKHOUSE_URL={mask_url(url)!r} must be chdb:///dir or http(s)://user:password@host:port/database"
         )
+
+
+def _split_server_url(name: str, url: str):
+    """`urlsplit(url)`, or a SettingsError that says how to fix the URL without quoting any of its parts."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port
+    except ValueError:
+        raise SettingsError(f"{name}={mask_url(url)!r} is not a valid URL (bad host or port; {_ENCODE_HINT})") from None
     # An '@' after the host part is an unencoded password cut short by a '/', '?' or '#' that happened to
     # leave a numeric "port": the client would connect to the user name as a host.
     if "@" in parts.path + parts.query + parts.fragment:
-        raise SettingsError(f"EXPORTS_CLICKHOUSE_URL={mask_url(url)!r} has an '@' after the host: {encode_hint}")
+        raise SettingsError(f"{name}={mask_url(url)!r} has an '@' after the host: {_ENCODE_HINT}")
+    return parts
 
 
 def _check_database_url(url: str, *, is_default: bool) -> None:
@@ -167,6 +174,7 @@ def _check_database_url(url: str, *, is_default: bool) -> None:
             _check_sqlite_directory(url)
         return
     if url.startswith("postgresql+psycopg2://"):
+        _split_server_url("EXPORTS_DATABASE_URL", url)
         return
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         raise SettingsError(

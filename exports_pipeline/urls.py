@@ -39,19 +39,34 @@ def mask_url(url: object) -> str:
     escaped (`\\x00`) so that a message stays one line.
     """
     text = str(url)
+    shown, end = [], 0
+    for start, stop in sorted(_secret_spans(text)):  # their union: one kind of secret may hold the other
+        if stop <= end:
+            continue
+        if start >= end:
+            shown += [text[end:start], MASK]
+        end = stop
+    shown.append(text[end:])
+    return _CONTROL.sub(lambda c: f"\\x{ord(c.group()):02x}", "".join(shown))
+
+
+def _secret_spans(text: str) -> list[tuple[int, int]]:
+    """(start, stop) of the password (from after the userinfo's first `:` to the last `@`) and of each
+    secret query value, all found in the original text, so that neither kind can hide the other."""
+    spans = [(p.start("value"), p.end("value")) for p in _SECRET_PARAM.finditer(text) if p["value"]]
     start = m.end() if (m := _AUTHORITY_START.match(text)) else 0
     at = text.rfind("@", start)
-    if at >= 0:
-        user, colon, _password = text[start:at].partition(":")
-        if colon:
-            text = f"{text[:start]}{user}:{MASK}{text[at:]}"
-    text = _SECRET_PARAM.sub(lambda p: p["name"] + MASK, text)
-    return _CONTROL.sub(lambda c: f"\\x{ord(c.group()):02x}", text)
+    colon = text.find(":", start, at) if at >= 0 else -1
+    if colon >= 0 and at > colon + 1:
+        spans.append((colon + 1, at))
+    return spans
 
 
 def url_secrets(url: str) -> list[str]:
     """The secrets a URL carries (its password, raw and percent-decoded; secret query values), longest
-    first, for scrubbing them out of text that quotes them without the URL around them."""
+    first, for scrubbing them out of text that quotes them without the URL around them. The pieces of the
+    password between `/ # ? @ :` are included: a parser that misreads the URL quotes one of them alone
+    (Python's "Port could not be cast to integer value as 'piece'")."""
     found: set[str] = set()
     start = m.end() if (m := _AUTHORITY_START.match(url)) else 0
     at = url.rfind("@", start)
@@ -59,6 +74,7 @@ def url_secrets(url: str) -> list[str]:
         _user, colon, password = url[start:at].partition(":")
         if colon and password:
             found.update((password, unquote(password)))
+            found.update(piece for piece in re.split(r"[/#?@:]", password) if len(piece) >= 3)
     found.update(p["value"] for p in _SECRET_PARAM.finditer(url) if p["value"])
     return sorted((s for s in found if s), key=len, reverse=True)
 

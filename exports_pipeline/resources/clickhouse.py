@@ -143,7 +143,12 @@ class ClickHouseResource(dg.ConfigurableResource):
             client.close()
 
     def _http_client(self) -> Any:
-        parts = urlsplit(self.url)
+        try:
+            parts = urlsplit(self.url)
+            _ = parts.port
+        except ValueError:  # never quote urlsplit's message: it may hold a piece of an unencoded password
+            raise ClickHouseError(f"ClickHouse URL {self.masked_url} is not a valid URL (bad host or port; "
+                                  "percent-encode / # ? @ : in the user name or password)") from None
         opts = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         database = parts.path.strip("/") or "default"
         try:

@@ -48,7 +48,11 @@ class StateDatabaseError(ExportsError):
 
 def make_engine(database_url: str) -> sa.Engine:
     """A new engine with the backend-specific connection setup; callers normally want `get_engine`."""
-    url = sa.make_url(database_url)
+    try:
+        url = sa.make_url(database_url)
+    except (ValueError, sa.exc.ArgumentError):  # never quoted: SQLAlchemy's message holds the bad "port"
+        raise StateDatabaseError(f"the state database URL {mask_url(database_url)} (EXPORTS_DATABASE_URL) is "
+                                 "not a valid URL: percent-encode / # ? @ : in the user name or password") from None
     if url.get_backend_name() != "sqlite":
         engine = sa.create_engine(url, pool_pre_ping=True, hide_parameters=True)
         _explain_connect_errors(engine, database_url)

@@ -223,8 +223,8 @@ def _parse_file_url(url: str) -> str:
         raise ConfigError(f"file URL is not a valid URL (file:///absolute/dir/): {mask_url(url)}",
                           field="url") from None
     if parts.netloc not in ("", "localhost"):
-        raise ConfigError(f"file URL must name an absolute local path (file:///dir/), "
-                          f"not host {mask_url(parts.netloc)!r}: {mask_url(url)}", field="url")
+        raise ConfigError(f"file URL must name an absolute local path (file:///dir/), not a host: "
+                          f"{mask_url(url)}", field="url")
     if parts.query or parts.fragment:
         raise ConfigError(f"file URL must not have a query or fragment: {mask_url(url)}", field="url")
     path = unquote(parts.path)

@@ -94,7 +94,7 @@ def _create_private_file(path: str) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, STATE_FILE_MODE)
     except FileExistsError:
         return  # another process created it first, the same way
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL byte in the path
         return  # SQLite will fail to open it too, with the reason `_explain_connect_errors` reports
     try:
         os.fchmod(fd, STATE_FILE_MODE)  # the umask may have removed bits of the mode given to open()

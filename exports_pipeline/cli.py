@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -72,8 +74,8 @@ def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
-    from exports_pipeline.settings import mask_url
     from exports_pipeline.state.migrate import upgrade
+    from exports_pipeline.urls import mask_url
 
     head = upgrade(settings.database_url)
     print(f"state database {mask_url(settings.database_url)} is at revision {head}")
@@ -117,6 +119,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; a problem is one line on stderr (exit 2: bad input or settings, 1: it failed)."""
+    try:
+        code = _run(argv)
+        sys.stdout.flush()  # inside the try: output to a closed pipe fails here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # The reader went away (`... | head -1`). Python's recipe (docs: "Note on SIGPIPE"): point stdout at
+        # devnull so the interpreter's final flush cannot fail again, and exit quietly with the status a
+        # process killed by SIGPIPE reports to the shell (128 + 13), as `git log | head -1` does.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    from exports_pipeline.errors import ExportsError
+
     args = build_parser().parse_args(argv)
     try:
         settings = get_settings()
@@ -128,6 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SettingsError, ValueError) as exc:
         print(f"exports-pipeline: {exc}", file=sys.stderr)
         return 2
+    except ExportsError as exc:  # e.g. the state database cannot be opened: the message says which and why
+        print(f"exports-pipeline: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

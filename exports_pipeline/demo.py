@@ -99,8 +99,8 @@ def complete_windows(frequency: str, days: list) -> list[str]:
 def run_demo(settings: Settings, events_per_day: int) -> int:
     from exports_pipeline.cli import print_table
     from exports_pipeline.definitions import build_definitions, build_resources
-    from exports_pipeline.settings import mask_url
     from exports_pipeline.state.migrate import upgrade
+    from exports_pipeline.urls import mask_url
 
     started = time.monotonic()
     settings.home.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 
 Settings are read once per process (`get_settings()`), and a bad value stops the process at start with
 a message naming the variable, instead of failing deep inside a run. Passwords in URLs are masked in
-every message (`mask_url`).
+every message (`exports_pipeline.urls.mask_url`).
 """
 
 from __future__ import annotations
@@ -11,9 +11,11 @@ import functools
 import os
 import re
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict
+
+from exports_pipeline.urls import mask_url
 
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _TABLE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*\.)?[A-Za-z_][A-Za-z0-9_]*$")
@@ -30,19 +32,6 @@ ENV_VARS = (
 
 class SettingsError(ValueError):
     """A setting has a value the pipeline cannot use; the message names the variable."""
-
-
-def mask_url(url: str) -> str:
-    """The URL with any password replaced by `***`, for messages and logs."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
 class Settings(BaseModel):
@@ -94,8 +83,9 @@ class Settings(BaseModel):
                 f"EXPORTS_EVENTS_TABLE={table!r} is not a table name (letters, digits, _; optionally database.table)"
             )
 
-        db_url = env.get("EXPORTS_DATABASE_URL") or f"sqlite:///{home / 'state.db'}"
-        _check_database_url(db_url)
+        default_db_url = default_database_url(home)
+        db_url = env.get("EXPORTS_DATABASE_URL") or default_db_url
+        _check_database_url(db_url, is_default=db_url == default_db_url)
 
         key = env.get("ENCRYPTION_KEY") or _read_key_file(home)
         if key is not None and not _HEX64.match(key):
@@ -127,6 +117,11 @@ class Settings(BaseModel):
         return self.encryption_key
 
 
+def default_database_url(home: Path) -> str:
+    """The state database when EXPORTS_DATABASE_URL is unset: a SQLite file under EXPORTS_HOME."""
+    return f"sqlite:///{home / 'state.db'}"
+
+
 def chdb_path_of(url: str) -> str | None:
     """The data directory of a `chdb://` URL, else None."""
     if not url.startswith("chdb://"):
@@ -141,34 +136,79 @@ def _positive_int(env: dict[str, str], name: str, default: str, unit: str) -> in
     return int(value)
 
 
+# Never quote urlsplit's own error: it reads an unencoded password as the port and prints it.
+_ENCODE_HINT = "characters / # ? @ : in the user name or password must be percent-encoded (/ as %2F, # as %23)"
+
+
 def _check_clickhouse_url(url: str) -> None:
     if url.startswith("chdb://"):
         path = url[len("chdb://"):]
         if not path.startswith("/"):
-            raise SettingsError(f"EXPORTS_CLICKHOUSE_URL={url!r}: a chdb:// URL needs an absolute directory, e.g. chdb:///data/chdb")
+            raise SettingsError(f"EXPORTS_CLICKHOUSE_URL={mask_url(url)!r}: a chdb:// URL needs an absolute directory, "
+                                "e.g. chdb:///data/chdb")
         return
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise SettingsError(f"EXPORTS_CLICKHOUSE_URL={mask_url(url)!r} is not a valid URL: {exc}") from None
+    parts = _split_server_url("EXPORTS_CLICKHOUSE_URL", url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise SettingsError(
             f"EXPORTS_CLICKHOUSE_URL={mask_url(url)!r} must be chdb:///dir or http(s)://user:password@host:port/database"
         )
-    del port
 
 
-def _check_database_url(url: str) -> None:
+def _split_server_url(name: str, url: str):
+    """`urlsplit(url)`, or a SettingsError that says how to fix the URL without quoting any of its parts."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port
+    except ValueError:
+        raise SettingsError(f"{name}={mask_url(url)!r} is not a valid URL (bad host or port; {_ENCODE_HINT})") from None
+    # An '@' after the host part is an unencoded password cut short by a '/', '?' or '#' that happened to
+    # leave a numeric "port": the client would connect to the user name as a host.
+    if "@" in parts.path + parts.query + parts.fragment:
+        raise SettingsError(f"{name}={mask_url(url)!r} has an '@' after the host: {_ENCODE_HINT}")
+    return parts
+
+
+def _check_database_url(url: str, *, is_default: bool) -> None:
     if url.startswith("sqlite:///"):
+        if not is_default:
+            _check_sqlite_directory(url)
         return
     if url.startswith("postgresql+psycopg2://"):
+        _split_server_url("EXPORTS_DATABASE_URL", url)
         return
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         raise SettingsError(
             f"EXPORTS_DATABASE_URL={mask_url(url)!r}: use the postgresql+psycopg2:// scheme (the driver this project pins)"
         )
     raise SettingsError(f"EXPORTS_DATABASE_URL={mask_url(url)!r} must be sqlite:///path or postgresql+psycopg2://...")
+
+
+def _check_sqlite_directory(url: str) -> None:
+    """A SQLite file the operator placed must go into a directory that exists.
+
+    Only the default (`EXPORTS_HOME/state.db`) gets its directory created (`commands.open_state`): a typo
+    in an explicit path would otherwise create a stray tree and a fresh, empty state database there, and
+    every integration would seem to have vanished.
+    """
+    path = sqlite_path_of(url)
+    if path is None:
+        return
+    if "\x00" in path:
+        raise SettingsError(f"EXPORTS_DATABASE_URL={mask_url(url)!r}: the path must not contain a NUL byte (%00)")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise SettingsError(f"EXPORTS_DATABASE_URL={mask_url(url)!r}: directory {directory!r} does not exist "
+                            "(create it first; only the default state database under EXPORTS_HOME gets its "
+                            "directory created)")
+
+
+def sqlite_path_of(url: str) -> str | None:
+    """The file of a `sqlite:///path` URL (query options dropped, percent-escapes decoded as SQLAlchemy
+    does), else None (also for in-memory)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = unquote(url[len("sqlite:///"):].split("?", 1)[0])
+    return path if path and path != ":memory:" else None
 
 
 def _read_key_file(home: Path) -> str | None:

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from exports_pipeline.settings import Settings, SettingsError, mask_url
+from exports_pipeline.settings import Settings, SettingsError
+from exports_pipeline.urls import mask_url
 
 KEY = "ab" * 32
 

@@ -17,18 +17,15 @@ if TYPE_CHECKING:
 
 
 def open_state(settings: Settings) -> StateStore:
-    """The state database of these settings (migrated on first use). A SQLite file's directory (by default
-    EXPORTS_HOME) is created if missing, so the first command on a fresh machine works."""
-    import os
-
+    """The state database of these settings (migrated on first use). The default SQLite file's directory,
+    EXPORTS_HOME, is created if missing, so the first command on a fresh machine works; an explicit
+    EXPORTS_DATABASE_URL into a missing directory was refused by the settings loader."""
+    from exports_pipeline.settings import default_database_url
     from exports_pipeline.state.store import StateStore
 
-    url = settings.database_url
-    if url.startswith("sqlite:///"):
-        path = url[len("sqlite:///"):].split("?", 1)[0]
-        if path and path != ":memory:":
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    return StateStore(database_url=url)
+    if settings.database_url == default_database_url(settings.home):
+        settings.home.mkdir(parents=True, exist_ok=True)
+    return StateStore(database_url=settings.database_url)
 
 
 def optional_box(settings: Settings) -> SecretBox | None:

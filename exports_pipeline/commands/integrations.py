@@ -364,10 +364,19 @@ def _build(args: argparse.Namespace, base: BlobIntegration | None, secret: str |
 
     max_mb = base.max_file_size_mb if base else None
     if args.max_file_size_mb is not None:
+        # At most one S3 object (5 TiB): no file can be bigger. This also keeps the value inside the INTEGER
+        # column on both databases (PostgreSQL's is 32-bit; SQLite's 64-bit overflowed with a traceback).
+        from exports_pipeline.resources.object_store.sizing import S3_MAX_OBJECT_SIZE, MiB
+
+        max_allowed = S3_MAX_OBJECT_SIZE // MiB
         text = args.max_file_size_mb.strip()
-        if not text.isdigit():
+        if not (text.isascii() and text.isdigit()):
             raise ValueError(f"--max-file-size-mb must be a whole number of MiB (0 for no limit), got {text!r}")
-        max_mb = int(text) or None
+        digits = text.lstrip("0") or "0"  # length first: int() refuses strings of over 4,300 digits
+        if len(digits) > len(str(max_allowed)) or int(digits) > max_allowed:
+            raise ValueError(f"--max-file-size-mb must be at most {max_allowed} (5 TiB, the largest S3 "
+                             f"object; 0 for no limit), got {text[:30]!r}{'...' if len(text) > 30 else ''}")
+        max_mb = int(digits) or None
     template = args.key_template if args.key_template is not None else (base.key_template if base else None)
     if template == "" and base is None:
         raise ValueError("--key-template must not be empty (leave it out for the default template)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable
 
 import dagster as dg
 
@@ -57,5 +58,76 @@ def project_and_window(partitions_def: dg.MultiPartitionsDefinition,
 
 
 def export_partitions(frequency: str, start: str) -> dg.MultiPartitionsDefinition:
-    return dg.MultiPartitionsDefinition({"date": time_partitions(frequency, start),
-                                         "project": project_partitions(frequency)})
+    partitions_def = dg.MultiPartitionsDefinition({"date": time_partitions(frequency, start),
+                                                   "project": project_partitions(frequency)})
+    _explain_unknown_keys(partitions_def, frequency)
+    return partitions_def
+
+
+# ------------------------------------------------------------------------------- unknown partition keys
+
+
+def _explain_unknown_keys(partitions_def: dg.MultiPartitionsDefinition, frequency: str) -> None:
+    """Make Dagster's "Could not find a partition with key" say why, for this definition only.
+
+    Dagster checks a key before any of our code runs (`dagster asset materialize --partition`, a run
+    request, `execute_in_process`), with one message for a mistyped date, a project that does not exist
+    and a project whose integration exists but whose partition the sensor has not registered yet; the
+    last one needs only a minute's wait, the others a fix. The check is wrapped on this object rather than
+    in a subclass because Dagster stores partition subsets with the definition's class name and refuses to
+    read them back under another one.
+    """
+    dagster_check = partitions_def.validate_partition_key
+
+    def validate_partition_key(partition_key, context=None, **kwargs):
+        try:
+            return dagster_check(partition_key, context=context, **kwargs)
+        except dg.DagsterUnknownPartitionError as exc:
+            raise dg.DagsterUnknownPartitionError(
+                unknown_key_message(partitions_def, frequency, str(partition_key), _lookup_integration) or str(exc)
+            ) from None
+
+    partitions_def.validate_partition_key = validate_partition_key  # type: ignore[method-assign]
+
+
+def unknown_key_message(partitions_def: dg.MultiPartitionsDefinition, frequency: str, key: str,
+                        lookup: Callable[[str], object]) -> str | None:
+    """Why `key` is not a partition of the `frequency` export asset; `lookup(project)` is the project's
+    integration (None without one) and may raise. None when the reason is not one of ours."""
+    asset = f"blob_storage_export_{frequency}"
+    time_def = partitions_def.get_partitions_def_for_dimension("date")
+    example = f"{time_def.get_first_partition_key() or '2026-11-19'}|proj-a"
+    try:
+        dims = partitions_def.get_partition_key_from_str(key).keys_by_dimension
+    except Exception:  # Dagster's CheckError for anything that is not "date|project"
+        return f"`{key}` is not a partition key of {asset}: keys are date|project, e.g. `{example}`"
+    date, project = dims["date"], dims["project"]
+    if not time_def.has_partition_key(date):
+        return (f"`{key}`: {date!r} is not a {frequency} window of {asset} (keys are date|project, e.g. "
+                f"`{example}`; windows start at {time_def.get_first_partition_key()} and end before now)")
+    try:
+        integration = lookup(project)
+    except Exception as exc:  # the state database is down: say what is known, and why no more
+        return (f"`{key}`: project {project!r} is not a registered partition of {asset} (could not read its "
+                f"integration: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
+    if integration is None:
+        return (f"`{key}`: no such project: {project!r} has no object-storage integration "
+                "(`exports-pipeline integrations list` shows the projects that have one)")
+    has = getattr(integration, "export_frequency", None)
+    if has != frequency:
+        return (f"`{key}`: project {project!r} exports {has}, not {frequency}: its partitions belong to "
+                f"blob_storage_export_{has}")
+    if not getattr(integration, "enabled", True):
+        return (f"`{key}`: project {project!r} has an integration (frequency {has}) but it is disabled, so "
+                f"its partition is not registered: `exports-pipeline integrations enable --project {project}`, "
+                "then blob_storage_integrations_sensor registers it on its next tick")
+    return (f"`{key}`: project {project!r} has an integration (frequency {has}) but its partition is not "
+            "registered yet: blob_storage_integrations_sensor registers it on its next tick (every minute while "
+            "`dagster dev` or `dagster-daemon run` runs with the sensor on); try again after that tick")
+
+
+def _lookup_integration(project: str):
+    from exports_pipeline.settings import get_settings
+    from exports_pipeline.state.store import StateStore
+
+    return StateStore(database_url=get_settings().database_url).get_blob_integration(project)

@@ -25,7 +25,8 @@ from clickhouse_connect.driver.binding import bind_query
 from filelock import FileLock
 from pydantic import Field
 
-from exports_pipeline.settings import chdb_path_of, mask_url
+from exports_pipeline.settings import chdb_path_of
+from exports_pipeline.urls import mask_url, scrub_secrets
 
 _LOCKS: dict[str, FileLock] = {}
 _LOCKS_GUARD = threading.Lock()
@@ -142,7 +143,12 @@ class ClickHouseResource(dg.ConfigurableResource):
             client.close()
 
     def _http_client(self) -> Any:
-        parts = urlsplit(self.url)
+        try:
+            parts = urlsplit(self.url)
+            _ = parts.port
+        except ValueError:  # never quote urlsplit's message: it may hold a piece of an unencoded password
+            raise ClickHouseError(f"ClickHouse URL {self.masked_url} is not a valid URL (bad host or port; "
+                                  "percent-encode / # ? @ : in the user name or password)") from None
         opts = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         database = parts.path.strip("/") or "default"
         try:
@@ -307,10 +313,8 @@ class ClickHouseResource(dg.ConfigurableResource):
             raise ClickHouseError(f"ClickHouse at {self.masked_url}: {self._scrub(exc)}") from exc
 
     def _scrub(self, exc: BaseException) -> str:
-        """The first line of a driver error, with the URL's password (if any) blanked out."""
-        text = _first_line(exc)
-        password = unquote(urlsplit(self.url).password or "") if not self.is_embedded else ""
-        return text.replace(password, "***") if password else text
+        """The first line of a driver error, with the URL's password (if any) and any URL in it masked."""
+        return scrub_secrets(_first_line(exc), self.url)
 
 
 EMBEDDED_STREAM_FORMATS = frozenset({"CSV", "TabSeparated", "TSV", "JSONEachRow", "Native", "RowBinary"})

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, field_va
 from pydantic_core import PydanticCustomError
 
 from exports_pipeline.errors import ConfigError
+from exports_pipeline.urls import mask_url
 
 # botocore's own client-side check, plus S3's 3-character minimum (legacy us-east-1 names allow 255).
 _BUCKET_RE = re.compile(r"^[A-Za-z0-9._-]{3,255}$")
@@ -28,21 +29,9 @@ _REGION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 _URL_OPTIONS = frozenset({"scheme", "bucket", "prefix"})
 
 
-def redact_url(url: str) -> str:
-    """The URL with everything from ``://`` to the last ``@`` hidden, so it can be quoted in a message.
-
-    Deliberately cruder than parsing: a secret containing ``/`` (AWS secrets do) makes ``urlsplit`` see
-    it as a path, not as userinfo.
-    """
-    scheme, sep, rest = url.partition("://")
-    if "@" not in rest:
-        return url if sep or "@" not in url else "<URL with credentials>"
-    return f"{scheme}{sep}***@{rest.rsplit('@', 1)[1]}"
-
-
 def validate_endpoint_url(url: str) -> str:
     """An S3 endpoint: http(s), a host, no credentials, no query or fragment. Returns it normalized."""
-    shown = redact_url(url)
+    shown = mask_url(url)
     if "@" in url:
         raise ValueError(
             "endpoint_url must not contain credentials (user:password@); "
@@ -99,7 +88,7 @@ class Destination(BaseModel):
                               field=sorted(clash)[0])
         if not isinstance(url, str) or "://" not in url and not url.startswith("file:"):
             raise ConfigError(f"destination URL must look like s3://bucket/prefix/ or file:///dir/: "
-                              f"{redact_url(str(url))}", field="url")
+                              f"{mask_url(url)}", field="url")
         scheme = url.split(":", 1)[0].lower()
         if scheme == "s3":
             bucket, prefix = _parse_s3_url(url)
@@ -107,11 +96,11 @@ class Destination(BaseModel):
             bucket, prefix = _parse_file_url(url), ""
         else:
             raise ConfigError(f"destination URL scheme must be s3 or file, not {scheme!r}: "
-                              f"{redact_url(url)}", field="url")
+                              f"{mask_url(url)}", field="url")
         try:
             return cls(scheme=scheme, bucket=bucket, prefix=prefix, **opts)
         except ConfigError as exc:
-            raise ConfigError(f"{exc} (destination {redact_url(url)})", field=exc.field) from None
+            raise ConfigError(f"{exc} (destination {mask_url(url)})", field=exc.field) from None
 
     # -------------------------------------------------------------------------------- validation
 
@@ -151,8 +140,14 @@ class Destination(BaseModel):
             if not _BUCKET_RE.match(self.bucket):
                 raise _invalid("bucket", f"bucket name is not valid for S3: {self.bucket!r}")
         else:
+            if "\x00" in self.bucket:
+                raise _invalid("bucket", "a file destination must not contain a NUL byte")
             if not os.path.isabs(self.bucket):
                 raise _invalid("bucket", f"a file destination needs an absolute directory: {self.bucket!r}")
+            system = system_directory(self.bucket)
+            if system is not None:
+                raise _invalid("bucket", f"{self.bucket!r} is the system directory {system!r} or inside it; "
+                                         "export into a directory of its own (e.g. /srv/exports/)")
             unused = [name for name in ("endpoint_url", "access_key_id", "secret_access_key", "sse")
                       if getattr(self, name) is not None]
             if unused:
@@ -185,27 +180,58 @@ class Destination(BaseModel):
         return PurePosixPath(self.bucket, key).as_uri()
 
 
+# Local directories a file:// destination may never be, nor resolve into through a symlink (an export
+# writes and deletes a tree of folders and files there, as root in many containers):
+# - the operating system's own trees, with everything under them: a destination there would overwrite or
+#   fill system files, or write into kernel interfaces (/proc, /sys, /dev);
+# - directories that hold other people's trees: refused themselves, while a directory of its own inside
+#   them (/home/alice/exports, /var/lib/exports, /tmp/x, /mnt/data/exports) is fine.
+# Linux layout; other systems' trees (macOS's /System, /private/etc) are not listed: the pipeline runs in
+# Linux containers.
+SYSTEM_TREES = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run", "/sbin",
+                "/sys", "/usr")
+SYSTEM_ROOTS = ("/", "/home", "/media", "/mnt", "/opt", "/root", "/srv", "/tmp", "/var")
+
+
+def system_directory(directory: str) -> str | None:
+    """The system directory `directory` is, or lies in once symlinks are resolved, else None."""
+    candidates = {os.path.normpath(directory), os.path.realpath(directory)}
+    for path in candidates:
+        if path in SYSTEM_ROOTS:
+            return path
+        for tree in SYSTEM_TREES:
+            if path == tree or path.startswith(tree + "/"):
+                return tree
+    return None
+
+
 def _parse_s3_url(url: str) -> tuple[str, str]:
     rest = url.split("://", 1)[1]
     bucket, _, prefix = rest.partition("/")
     if "@" in bucket or ":" in bucket:
-        raise ConfigError(f"credentials and ports do not belong in an s3:// URL: {redact_url(url)}",
+        raise ConfigError(f"credentials and ports do not belong in an s3:// URL: {mask_url(url)}",
                           field="url")
     if not bucket:
-        raise ConfigError(f"s3:// URL has no bucket: {url}", field="bucket")
+        raise ConfigError(f"s3:// URL has no bucket: {mask_url(url)}", field="bucket")
     return bucket, prefix
 
 
 def _parse_file_url(url: str) -> str:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise ConfigError(f"file URL is not a valid URL (file:///absolute/dir/): {mask_url(url)}",
+                          field="url") from None
     if parts.netloc not in ("", "localhost"):
-        raise ConfigError(f"file URL must name an absolute local path (file:///dir/), "
-                          f"not host {parts.netloc!r}: {redact_url(url)}", field="url")
+        raise ConfigError(f"file URL must name an absolute local path (file:///dir/), not a host: "
+                          f"{mask_url(url)}", field="url")
     if parts.query or parts.fragment:
-        raise ConfigError(f"file URL must not have a query or fragment: {url}", field="url")
+        raise ConfigError(f"file URL must not have a query or fragment: {mask_url(url)}", field="url")
     path = unquote(parts.path)
+    if "\x00" in path:
+        raise ConfigError(f"file URL must not contain a NUL byte (%00): {mask_url(url)}", field="url")
     if not path.startswith("/"):
-        raise ConfigError(f"file URL must name an absolute path (file:///dir/): {url}", field="url")
+        raise ConfigError(f"file URL must name an absolute path (file:///dir/): {mask_url(url)}", field="url")
     return os.path.normpath(path)
 
 

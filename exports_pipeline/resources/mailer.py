@@ -31,7 +31,7 @@ import dagster as dg
 from pydantic import Field
 
 from exports_pipeline.errors import ConfigError, CustomerFault, ExportsError, TransientFault
-from exports_pipeline.settings import mask_url
+from exports_pipeline.urls import mask_url
 
 SMTP_URL_ENV = "EXPORTS_SMTP_URL"
 EMAIL_FROM_ENV = "EXPORTS_EMAIL_FROM"

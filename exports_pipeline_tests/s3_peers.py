@@ -290,3 +290,32 @@ def seed_objects(bucket: str, objects: dict[str, bytes]) -> None:
 
 def unique_key(name: str = "obj") -> str:
     return f"exports/{uuid.uuid4().hex[:8]}/{name}"
+
+
+@pytest.fixture(scope="session")
+def other_s3_endpoint() -> Iterator[str]:
+    """A second S3 server in a process of its own (moto keeps one store per process): an endpoint whose
+    buckets and keys are not the first server's, as after a customer moves to another provider."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from exports_pipeline_tests.conftest import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("the second moto server did not start") from None
+            time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=10)

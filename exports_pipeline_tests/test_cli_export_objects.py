@@ -54,11 +54,11 @@ def local_files(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
-def log_rows(state: StateStore, bucket: str, project: str, keys: list[str]) -> None:
+def log_rows(state: StateStore, bucket: str, project: str, keys: list[str], endpoint: str = "") -> None:
     state.upsert_event_log([
         EventLogEntry(bucket_name=bucket, bucket_path=key, project_id=project,
                       entity_type="blob_storage_export_daily", entity_id=f"2025-01-0{i % 9 + 1}|{project}",
-                      event_id=f"{project}-{i}")
+                      event_id=f"{project}-{i}", endpoint=endpoint)
         for i, key in enumerate(keys)
     ])
 
@@ -89,9 +89,9 @@ def world(tmp_path: Path, state: StateStore, moto_endpoint: str, s3_bucket: str,
     write_local(local, mine_local + theirs_local)
     put_s3(moto_endpoint, s3_bucket, mine_s3 + theirs_s3)
     log_rows(state, str(local), "mine", mine_local)
-    log_rows(state, s3_bucket, "mine", mine_s3)
+    log_rows(state, s3_bucket, "mine", mine_s3, moto_endpoint)
     log_rows(state, str(local), "theirs", theirs_local)
-    log_rows(state, s3_bucket, "theirs", theirs_s3)
+    log_rows(state, s3_bucket, "theirs", theirs_s3, moto_endpoint)
 
     monkeypatch.setenv("EXPORTS_SECRET_ACCESS_KEY", SECRET)
     code, _, err = run(capsys, "integrations", "add-blob", "--project", "mine", "--destination",

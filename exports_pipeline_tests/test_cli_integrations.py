@@ -78,7 +78,7 @@ def test_add_local_round_trip_creates_directory(cli: Cli, tmp_path: Path):
     code, out, err = cli("integrations", "add-blob", "--project", "proj-local", "--destination",
                          directory.as_uri() + "/", "--frequency", "daily", "--format", "jsonl", "--format",
                          "parquet", "--compression", "zstd", "--mode", "from_today", "--max-file-size-mb", "64",
-                         "--key-template", "{prefix}{project_id}/{window_start}/part-{part}.{ext}")
+                         "--key-template", "{prefix}{project_id}/{frequency}/{window_start}/part-{part}.{ext}")
     assert (code, err) == (0, "")
     assert directory.is_dir() and f"created directory {directory}" in out
     saved = cli.state.get_blob_integration("proj-local")
@@ -86,7 +86,7 @@ def test_add_local_round_trip_creates_directory(cli: Cli, tmp_path: Path):
     assert (saved.type, saved.bucket_name, saved.prefix) == ("LOCAL", str(directory), "")
     assert saved.export_frequency == "daily" and saved.file_types == ("jsonl", "parquet")
     assert saved.compression == "zstd" and saved.max_file_size_mb == 64
-    assert saved.key_template == "{prefix}{project_id}/{window_start}/part-{part}.{ext}"
+    assert saved.key_template == "{prefix}{project_id}/{frequency}/{window_start}/part-{part}.{ext}"
     assert saved.export_mode == "FROM_TODAY" and saved.export_start_date == today()
     assert saved.access_key_id is None and saved.secret_access_key is None and saved.enabled
 

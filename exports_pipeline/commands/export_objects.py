@@ -1,11 +1,14 @@
 """`exports-pipeline export-objects delete`: delete every object the pipeline wrote for a project.
 
-What was written is known from `event_log` (one row per object, with the bucket or directory and the full
-key). Rows are grouped by `bucket_name`: a local directory (an absolute path) is opened directly; an S3
-bucket is reached with the project's current integration's endpoint and credentials, since event_log does
-not store them. Objects go first and their rows after, chunk by chunk, so a crash in between leaves rows
-for objects that are already gone (deleting a missing key is fine) but never objects nobody knows about.
-Without `--yes` nothing is deleted: the command lists what would be.
+What was written is known from `event_log`: one row per object with the place it was written (S3 endpoint
+and region, bucket or local directory, full key). Rows are grouped by place and each group is deleted
+*there*, never at whatever endpoint the integration names today: the same bucket and key on another server
+is another object. A local directory (an absolute path) is opened directly; an S3 place is reached with the
+project's integration's credentials (event_log stores no secrets), and if they are refused there the
+rows are kept and the command says so. Pending multipart uploads that killed runs left under the keys are
+aborted too. Objects go first and their rows after, chunk by chunk, so a crash in between leaves rows for
+objects that are already gone (deleting a missing key is fine) but never objects nobody knows about.
+Without `--yes` nothing is deleted: the command lists what would be, and where.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from exports_pipeline.commands import open_state, optional_box, require_project
+from exports_pipeline.settings import mask_url
 
 if TYPE_CHECKING:
     from exports_pipeline.resources.object_store.destination import Destination
@@ -32,8 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     osub = p.add_subparsers(dest="export_objects_command", required=True)
     d = osub.add_parser(
         "delete", help="delete every exported object of a project, then its event_log rows",
-        epilog="Without --yes this is a dry run: it lists what would be deleted and changes nothing. S3 objects "
-        "are reached with the project's current integration's endpoint and credentials.")
+        epilog="Without --yes this is a dry run: it lists what would be deleted, and where, and changes nothing. "
+        "Each object is deleted where it was written (the endpoint and bucket recorded in event_log), with the "
+        "project's integration's credentials.")
     d.add_argument("--project", required=True, metavar="P")
     d.add_argument("--yes", action="store_true", help="really delete (default: dry run)")
     d.set_defaults(func=cmd_delete)
@@ -41,6 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 @dataclass
 class _Group:
+    endpoint: str
+    region: str | None
     bucket_name: str
     entries: list[EventLogEntry]
     destination: Destination | None = None
@@ -62,13 +69,13 @@ def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
     refused = [g for g in groups if g.refused is not None]
     for group in refused:
         print(f"exports-pipeline: cannot delete the {len(group.entries)} object(s) recorded in "
-              f"{_where(group.bucket_name)}: {group.refused}; their event_log rows are kept", file=sys.stderr)
+              f"{_where(group)}: {group.refused}; their event_log rows are kept", file=sys.stderr)
 
     if not args.yes:
         total = sum(len(g.entries) for g in reachable)
         for group in reachable:
             assert group.destination is not None
-            print(f"{group.destination.url}: {len(group.entries)} object(s)")
+            print(f"{_where(group)}: {len(group.entries)} object(s)")
             for entry in group.entries:
                 print(f"  {group.destination.uri(entry.bucket_path)}")
         print(f"dry run: would delete {total} object(s) in {len(reachable)} location(s) and their event_log rows "
@@ -84,18 +91,20 @@ def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
         try:
             with resource.open(group.destination) as store:
                 for chunk in _chunks(group.entries, CHUNK):
-                    store.delete_keys([e.bucket_path for e in chunk])  # raises unless every key is gone
+                    keys = [e.bucket_path for e in chunk]
+                    store.discard_incomplete(keys)  # what killed runs left pending under these keys
+                    store.delete_keys(keys)  # raises unless every key is gone
                     done += len(chunk)
                     rows += state.delete_event_log([e.id for e in chunk if e.id])
         except ExportsError as exc:
             failed += 1
-            print(f"exports-pipeline: deleting under {group.destination.url} failed after {done} of "
+            print(f"exports-pipeline: deleting in {_where(group)} failed after {done} of "
                   f"{len(group.entries)} object(s): {exc}; the remaining rows are kept, re-run to retry",
                   file=sys.stderr)
         if group.destination.scheme == "file":
             _prune_empty_directories(group.destination.bucket, [e.bucket_path for e in group.entries[:done]])
         objects += done
-        print(f"{group.destination.url}: deleted {done} of {len(group.entries)} object(s)")
+        print(f"{_where(group)}: deleted {done} of {len(group.entries)} object(s)")
     kept = len(entries) - rows
     print(f"deleted {objects} object(s) and {rows} event_log row(s) for project {project}"
           + (f"; {kept} row(s) kept" if kept else ""))
@@ -108,19 +117,19 @@ def _plan(project: str, entries: Sequence[EventLogEntry], integration: BlobInteg
     from exports_pipeline.export.blob import destination_for
     from exports_pipeline.resources.object_store.destination import Destination
 
-    by_bucket: dict[str, list[EventLogEntry]] = {}
+    by_place: dict[tuple[str, str | None, str], list[EventLogEntry]] = {}
     for entry in entries:
-        by_bucket.setdefault(entry.bucket_name, []).append(entry)
+        by_place.setdefault((entry.endpoint, entry.region, entry.bucket_name), []).append(entry)
     base: Destination | None = None
     base_error: str | None = None
     if integration is None:
-        base_error = (f"project {project} has no object-storage integration any more, so the S3 endpoint and "
-                      "credentials of this bucket are unknown; re-add the integration (`exports-pipeline "
-                      "integrations add-blob`) with them, then run this again")
+        base_error = (f"project {project} has no object-storage integration any more, so the credentials for "
+                      "this bucket are unknown; re-add the integration (`exports-pipeline integrations add-blob`) "
+                      "with them, then run this again")
     elif integration.type == "LOCAL":
-        base_error = (f"the integration of project {project} now writes to a local directory, so the S3 endpoint "
-                      "and credentials of this bucket are unknown; point it at the bucket again "
-                      "(`exports-pipeline integrations update`), then run this again")
+        base_error = (f"the integration of project {project} now writes to a local directory, so the credentials "
+                      "for this bucket are unknown; point it at an S3 destination with them (`exports-pipeline "
+                      "integrations update`), then run this again")
     else:
         try:
             base = destination_for(integration, optional_box(settings))
@@ -128,8 +137,8 @@ def _plan(project: str, entries: Sequence[EventLogEntry], integration: BlobInteg
             base_error = f"the integration's destination cannot be opened: {exc}"
 
     groups = []
-    for bucket_name, items in by_bucket.items():
-        group = _Group(bucket_name, items)
+    for (endpoint, region, bucket_name), items in by_place.items():
+        group = _Group(endpoint, region, bucket_name, items)
         try:
             if bucket_name.startswith("/"):  # a local directory; S3 bucket names never contain "/"
                 if not os.path.isdir(bucket_name):
@@ -137,11 +146,11 @@ def _plan(project: str, entries: Sequence[EventLogEntry], integration: BlobInteg
                 group.destination = Destination(scheme="file", bucket=bucket_name)
             elif base is None:
                 raise _Refused(base_error or "no S3 settings")
-            else:  # keys in event_log are full keys: the bucket alone, no prefix
+            else:  # the recorded place; keys in event_log are full keys: the bucket alone, no prefix
                 group.destination = Destination(
-                    scheme="s3", bucket=bucket_name, prefix="", endpoint_url=base.endpoint_url, region=base.region,
-                    force_path_style=base.force_path_style, access_key_id=base.access_key_id,
-                    secret_access_key=base.secret_access_key, sse=base.sse, sse_kms_key_id=base.sse_kms_key_id,
+                    scheme="s3", bucket=bucket_name, prefix="", endpoint_url=endpoint or None,
+                    region=region or base.region, force_path_style=base.force_path_style,
+                    access_key_id=base.access_key_id, secret_access_key=base.secret_access_key,
                 )
         except _Refused as exc:
             group.refused = str(exc)
@@ -155,8 +164,12 @@ class _Refused(Exception):
     pass
 
 
-def _where(bucket_name: str) -> str:
-    return f"directory {bucket_name}" if bucket_name.startswith("/") else f"s3://{bucket_name}"
+def _where(group: _Group) -> str:
+    """The place as the dry run shows it: the bucket and the server it lives on."""
+    if group.bucket_name.startswith("/"):
+        return f"directory {group.bucket_name}"
+    server = group.endpoint or f"AWS S3 ({group.region or 'default region'})"
+    return f"s3://{group.bucket_name} at {mask_url(server)}"
 
 
 def _prune_empty_directories(root: str, keys: list[str]) -> None:

@@ -190,7 +190,26 @@ def cmd_update(args: argparse.Namespace, settings: Settings) -> int:
         print(f"export mode/start changed to {saved.export_mode} from {start}: the sync cursor was reset and "
               "history will be re-planned (windows already exported are written again)")
     _print_summary(saved)
+    _say_where_earlier_exports_stay(state, existing, saved)
     return 0
+
+
+def _say_where_earlier_exports_stay(state, before: BlobIntegration, after: BlobIntegration) -> None:
+    """A new destination (bucket, prefix, endpoint or type) leaves the earlier exports where they are:
+    stale cleanup only ever touches the destination a window is exported to."""
+    from exports_pipeline.settings import mask_url
+
+    where = ("type", "bucket_name", "prefix", "endpoint")
+    if all(getattr(before, f) == getattr(after, f) for f in where):
+        return
+    old = _destination_url(before)
+    count = sum(1 for e in state.list_event_log(before.project_id)
+                if e.bucket_name == before.bucket_name and e.prefix == (before.prefix or ""))
+    server = f" at {mask_url(before.endpoint)}" if before.endpoint else ""
+    print(f"earlier exports stay where they were written: {old}{server} ({count} object(s) recorded in "
+          f"event_log); new windows go to {_destination_url(after)}. To remove the earlier ones, run "
+          f"`exports-pipeline export-objects delete --project {before.project_id}` (a dry run; add --yes): it "
+          "deletes every recorded object where it was written, the new destination's too")
 
 
 def cmd_disable(args: argparse.Namespace, settings: Settings) -> int:

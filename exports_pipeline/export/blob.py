@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -26,15 +26,16 @@ from exports_pipeline.events.queries import (
     window_export_sql,
     window_probe_sql,
 )
+from exports_pipeline.export.attempts import claim, delete_stale, recorded_here, window_scratch
 from exports_pipeline.export.files import EngineParts, ExportedFile, TextFile, csv_header, parquet_rows
 from exports_pipeline.export.keys import DEFAULT_KEY_TEMPLATE, KeyContext, data_key, manifest_key, validate_template
 from exports_pipeline.export.windows import Window, iso, subrange_count
 from exports_pipeline.formats import content_type, effective_compression, file_extension, get_format
 from exports_pipeline.resources.clickhouse import ClickHouseResource, query_tags
-from exports_pipeline.resources.object_store.base import ObjectStore, WrittenObject
+from exports_pipeline.resources.object_store.base import ObjectStore
 from exports_pipeline.resources.object_store.destination import Destination
 from exports_pipeline.resources.object_store.local import LocalObjectStore
-from exports_pipeline.state.models import SINK_BLOB, BlobIntegration, EventLogEntry
+from exports_pipeline.state.models import SINK_BLOB, BlobIntegration
 
 MANIFEST_SCHEMA_VERSION = 1
 SINK = SINK_BLOB
@@ -122,23 +123,44 @@ def export_window(
         subranges, sub_counts = [], []
     log(f"{request.partition_key}: {source_rows} rows, ~{estimated >> 20} MiB, {len(subranges)} sub-range(s)")
 
-    previous = _read_manifest(store, manifest_key(template, ctx))
-    files: list[ExportedFile] = []
-    written: list[WrittenObject] = []
-    for fmt_name in integration.file_types:
-        fmt = get_format(fmt_name)
-        if fmt.text:
-            new = _export_text(clickhouse, store, integration, template, ctx, fmt_name, subranges, sub_counts,
-                               params, tags, estimated, max_file)
-        else:
-            new = _export_parquet(clickhouse, store, template, ctx, subranges, sub_counts, params, tags,
-                                  estimated)
-        files.extend(new)
-        written.extend(f.obj for f in new)
-        if state is not None:  # log each object as soon as it exists, so none is ever untracked
-            state.upsert_event_log(_log_entries(store, request, [f.obj for f in new]))
+    mkey = manifest_key(template, ctx)
+    etype = entity_type(request.frequency)
 
-    manifest = {
+    def claim_keys(*keys: str) -> None:
+        claim(state, store, request.project_id, etype, request.partition_key, keys)
+
+    with window_scratch(store, etype, request.partition_key) as scratch:
+        # Clear what earlier attempts left, then retract the old manifest before any data file changes:
+        # from here until the new manifest lands the window has none, so no manifest ever describes
+        # bytes that are not there (a crash mid-re-export leaves an unexported window, not a lying one).
+        claim_keys(mkey)
+        earlier = recorded_here(state, store, request.project_id, etype, request.partition_key)
+        store.discard_incomplete(sorted({e.bucket_path for e in earlier} | {mkey}))
+        store.delete_keys([mkey])
+
+        files: list[ExportedFile] = []
+        for fmt_name in integration.file_types:
+            fmt = get_format(fmt_name)
+            fmt_scratch = os.path.join(scratch, fmt_name)
+            os.makedirs(fmt_scratch)
+            if fmt.text:
+                new = _export_text(clickhouse, store, integration, template, ctx, fmt_name, subranges, sub_counts,
+                                   params, tags, estimated, max_file, fmt_scratch, claim_keys)
+            else:
+                new = _export_parquet(clickhouse, store, template, ctx, subranges, sub_counts, params, tags,
+                                      estimated, fmt_scratch, claim_keys)
+            files.extend(new)
+        manifest = _manifest(request, integration, table, source_rows, max_event_ts, files)
+        mobj = store.put_bytes(mkey, (json.dumps(manifest, indent=2) + "\n").encode(),
+                               "application/json; charset=utf-8")
+        stale = delete_stale(state, store, earlier, {f.obj.key for f in files} | {mkey})
+    return ExportResult(manifest_uri=mobj.uri, manifest=manifest, files=files,
+                        seconds=time.monotonic() - started, deleted_stale=stale)
+
+
+def _manifest(request: ExportRequest, integration: BlobIntegration, table: str, source_rows: int,
+              max_event_ts: dt.datetime | None, files: list[ExportedFile]) -> dict:
+    return {
         "schema_version": MANIFEST_SCHEMA_VERSION,
         "project_id": request.project_id,
         "frequency": request.frequency,
@@ -158,15 +180,6 @@ def export_window(
         "run_id": request.run_id,
         "created_at": iso(dt.datetime.now(dt.UTC)),
     }
-    mkey = manifest_key(template, ctx)
-    mobj = store.put_bytes(mkey, (json.dumps(manifest, indent=2) + "\n").encode(), "application/json; charset=utf-8")
-    written.append(mobj)
-    if state is not None:
-        state.upsert_event_log(_log_entries(store, request, [mobj]))
-
-    stale = _delete_stale(store, state, request, previous, {o.key for o in written})
-    return ExportResult(manifest_uri=mobj.uri, manifest=manifest, files=files,
-                        seconds=time.monotonic() - started, deleted_stale=stale)
 
 
 # ----------------------------------------------------------------------------------------------- formats
@@ -183,14 +196,8 @@ def _engine_writer(clickhouse: ClickHouseResource, sql: str, ch_format: str, set
     return write
 
 
-def _scratch_for(store: ObjectStore) -> str | None:
-    """Local destinations keep scratch files inside the destination, so finished ones are renamed into
-    place instead of copied (the copy was most of the pipeline's own cost)."""
-    return store.scratch_dir() if isinstance(store, LocalObjectStore) else None
-
-
 def _export_text(clickhouse, store, integration, template, ctx, fmt_name, subranges, sub_counts, params, tags,
-                 estimated, max_file) -> list[ExportedFile]:
+                 estimated, max_file, scratch: str, claim_keys) -> list[ExportedFile]:
     """Ship each sub-range's bytes into the current file as ClickHouse writes them; start a new file at a
     sub-range boundary once the current one has reached max_file_size_mb (stored bytes; a file may pass
     the limit by at most one sub-range). A window of one sub-range is one file that ClickHouse writes
@@ -215,17 +222,20 @@ def _export_text(clickhouse, store, integration, template, ctx, fmt_name, subran
     parts = EngineParts(_engine_writer(clickhouse, sql, ch_format, TEXT_SETTINGS, params, tags,
                                        subranges, compression if engine_compressed else None),
                         len(subranges), ".part",  # no ".gz": the engine would compress by extension
-                        scratch_dir=_scratch_for(store))
+                        scratch_dir=scratch)
     try:
         if adopt:
             landed = parts.follow(0)
             parts.wait(0)
-            obj = store.adopt(data_key(template, ctx, fmt_name, ext, 0), landed.path, content_type(fmt, compression),
-                              sha256=landed.sha256, size=landed.size)
+            key = data_key(template, ctx, fmt_name, ext, 0)
+            claim_keys(key)
+            obj = store.adopt(key, landed.path, content_type(fmt, compression), sha256=landed.sha256,
+                              size=landed.size)
             return [ExportedFile(fmt_name, compression, 0, sub_counts[0], obj)]
         for i, count in enumerate(sub_counts):
             if current is None:
                 key = data_key(template, ctx, fmt_name, ext, len(out))
+                claim_keys(key)
                 current = TextFile(store, key, fmt, compression, header, expected or None, engine_compressed)
                 known_rows = 0
             for chunk in parts.chunks(i):
@@ -248,7 +258,7 @@ def _export_text(clickhouse, store, integration, template, ctx, fmt_name, subran
 
 
 def _export_parquet(clickhouse, store, template, ctx, subranges, sub_counts, params, tags,
-                    estimated: int) -> list[ExportedFile]:
+                    estimated: int, scratch: str, claim_keys) -> list[ExportedFile]:
     """One Parquet file per non-empty sub-range, written by ClickHouse (bounded row groups) and shipped as
     it is written (moved into place on a local destination). Parquet files cannot be concatenated, so
     sub-ranges are its file boundaries."""
@@ -257,11 +267,12 @@ def _export_parquet(clickhouse, store, template, ctx, subranges, sub_counts, par
     nonempty = [sub for sub, count in zip(subranges, sub_counts, strict=True) if count]
     sql = window_export_sql(clickhouse.events_table, "parquet")
     parts = EngineParts(_engine_writer(clickhouse, sql, "Parquet", PARQUET_SETTINGS, params, tags, nonempty),
-                        len(nonempty), ".parquet", scratch_dir=_scratch_for(store))
+                        len(nonempty), ".parquet", scratch_dir=scratch)
     out: list[ExportedFile] = []
     try:
         for i in range(len(nonempty)):
             key = data_key(template, ctx, "parquet", fmt.extension, len(out))
+            claim_keys(key)
             if isinstance(store, LocalObjectStore):
                 landed = parts.follow(i)
                 parts.wait(i)
@@ -298,45 +309,3 @@ def _subrange_counts(clickhouse, table, request, subranges, tags) -> tuple[list[
     found = {int(r[0]): (int(r[1]), r[2]) for r in clickhouse.query(sql, params, tags=tags)}
     latest = max((ts for _, ts in found.values()), default=None)
     return [found.get(i, (0, None))[0] for i in range(len(subranges))], latest
-
-
-# ------------------------------------------------------------------------------------ bookkeeping
-
-
-def _log_entries(store: ObjectStore, request: ExportRequest, objects: list[WrittenObject]) -> list[EventLogEntry]:
-    return [
-        EventLogEntry(bucket_name=store.destination.bucket, bucket_path=o.key, project_id=request.project_id,
-                      entity_type=entity_type(request.frequency), entity_id=request.partition_key,
-                      event_id=str(uuid.uuid5(uuid.NAMESPACE_URL, o.uri)))
-        for o in objects
-    ]
-
-
-def _read_manifest(store: ObjectStore, key: str) -> dict | None:
-    try:
-        return json.loads(store.get_bytes(key))
-    except Exception:  # noqa: BLE001 - no (readable) earlier manifest: nothing to compare against
-        return None
-
-
-def _delete_stale(store, state, request: ExportRequest, previous: dict | None, keep: set[str]) -> list[str]:
-    """Objects of earlier attempts at this window that the new manifest does not list: from the earlier
-    manifest and from event_log (which also knows files of attempts that died before their manifest)."""
-    candidates: dict[str, str | None] = {}
-    if previous:
-        for f in previous.get("files", []):
-            candidates[f["key"]] = None
-    entries = []
-    if state is not None:
-        entries = [e for e in state.list_event_log(request.project_id, entity_type(request.frequency),
-                                                   request.partition_key)
-                   if e.bucket_name == store.destination.bucket]
-        for e in entries:
-            candidates[e.bucket_path] = e.id
-    stale = sorted(k for k in candidates if k not in keep)
-    if stale:
-        store.delete_keys(stale)  # objects first, then their rows: a crash in between loses nothing
-        if state is not None:
-            state.delete_event_log([candidates[k] for k in stale if candidates[k]])
-    return stale
-

@@ -271,12 +271,29 @@ class EventLogEntry:
     id: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    # Where: the S3 endpoint ('' for AWS's own and for local directories), its region, and the prefix of
+    # the destination that wrote it (stale cleanup stays inside one destination).
+    endpoint: str = ""
+    region: str | None = None
+    prefix: str = ""
 
     def __post_init__(self) -> None:
         for name in ("bucket_name", "bucket_path", "project_id", "entity_type", "entity_id", "event_id"):
             check_text(name, getattr(self, name))
         check_text("trace_id", self.trace_id, optional=True)
+        check_text("region", self.region, optional=True)
+        if not isinstance(self.endpoint, str) or not isinstance(self.prefix, str):
+            raise ValueError("endpoint and prefix must be strings ('' when not applicable)")
         _freeze({"created_at": self.created_at, "updated_at": self.updated_at}, self)
+
+    @property
+    def place(self) -> tuple[str, str, str]:
+        """The object's identity: the same bucket and key on two servers are two objects."""
+        return (self.endpoint, self.bucket_name, self.bucket_path)
+
+    @property
+    def owner(self) -> tuple[str, str, str]:
+        return (self.project_id, self.entity_type, self.entity_id)
 
 
 @dataclass(frozen=True)

@@ -170,7 +170,13 @@ event_log = sa.Table(
     _text("trace_id", nullable=True),
     _ts("created_at", nullable=False),
     _ts("updated_at", nullable=False),
-    sa.UniqueConstraint("bucket_name", "bucket_path"),
+    # Where the object was written (0002): the S3 endpoint ('' = AWS's own for `region`, and for local
+    # directories, whose bucket_name is the absolute path), and the destination prefix of the writing
+    # integration, so deletes act on that place and stale cleanup stays inside that destination.
+    _text("endpoint", server_default=sa.text("''")),
+    _text("region", nullable=True),
+    _text("prefix", server_default=sa.text("''")),
+    sa.UniqueConstraint("endpoint", "bucket_name", "bucket_path"),
     sa.Index("ix_event_log_project_id_entity_type_entity_id", "project_id", "entity_type", "entity_id"),
 )
 

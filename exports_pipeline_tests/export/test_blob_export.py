@@ -210,10 +210,10 @@ def test_bad_key_templates_are_refused(seeded, tmp_path):
 
 
 def test_custom_template_with_shared_folder_keeps_manifests_apart(seeded, tmp_path):
-    template = "{prefix}{project_id}/{window_start}-{format}-{part:03d}.{ext}"
+    template = "{prefix}{project_id}/{frequency}/{window_start}-{format}-{part:03d}.{ext}"
     result = export_window(seeded, local_store(tmp_path), integration(str(tmp_path), key_template=template), request())
-    assert result.files[0].obj.key == "proj-1/2026-11-02T00-00-00Z-jsonl-000.jsonl"
-    assert result.manifest_uri.endswith("proj-1/2026-11-02T00-00-00Z_2026-11-03T00-00-00Z_manifest.json")
+    assert result.files[0].obj.key == "proj-1/daily/2026-11-02T00-00-00Z-jsonl-000.jsonl"
+    assert result.manifest_uri.endswith("proj-1/daily/2026-11-02T00-00-00Z_2026-11-03T00-00-00Z_manifest.json")
 
 
 def test_export_holds_exactly_the_latest_undeleted_versions_by_an_independent_dedup(seeded, tmp_path):

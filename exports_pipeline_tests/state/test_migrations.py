@@ -36,7 +36,7 @@ def test_upgrade_on_empty_database_then_noop(state_database_url: str):
     assert current_revision(state_database_url) is None
     assert _tables(state_database_url) == set()
     head = head_revision()
-    assert head == "0001"
+    assert head == "0002"
     assert upgrade(state_database_url) == head
     assert current_revision(state_database_url) == head
     assert _tables(state_database_url) == EXPECTED_TABLES | {VERSION_TABLE}
@@ -133,3 +133,31 @@ def test_sqlite_connections_use_wal_and_busy_timeout(state_database_url: str, ba
             assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one() >= 10_000
         else:
             assert conn.exec_driver_sql("SHOW server_version").scalar_one().startswith("15")
+
+
+def test_0002_backfills_where_existing_event_log_rows_live(state_database_url: str):
+    """A state DB of revision 0001 with exported objects upgrades in place: rows keep their ids and learn the
+    endpoint, region and prefix of the integration that wrote them (the same bucket); others get ''."""
+    engine = get_engine(state_database_url)
+    with write_tx(engine) as conn:
+        command.upgrade(alembic_config(conn), "0001")
+    now = "2026-11-01 00:00:00"
+    with write_tx(engine) as conn:
+        conn.execute(sa.text(
+            "INSERT INTO blob_storage_integrations (project_id, type, bucket_name, prefix, region, endpoint, "
+            "enabled, export_frequency, created_at, updated_at, file_types, compression, force_path_style, "
+            "export_mode, export_source, compressed) VALUES ('p', 'S3_COMPATIBLE', 'bkt', 'pre/', 'eu-west-1', "
+            "'https://s3.example.test', true, 'daily', :now, :now, '[\"csv\"]', 'none', false, 'FULL_HISTORY', "
+            "'EVENTS', false)"), {"now": now})
+        for i, (bucket, key) in enumerate([("bkt", "pre/p/a.csv"), ("bkt", "other/p/b.csv"), ("/dir", "p/c.csv")]):
+            conn.execute(sa.text(
+                "INSERT INTO event_log (id, bucket_name, bucket_path, project_id, entity_type, entity_id, event_id, "
+                "created_at, updated_at) VALUES (:id, :b, :k, 'p', 't', 'e', 'ev', :now, :now)"),
+                {"id": f"id{i}", "b": bucket, "k": key, "now": now})
+    assert upgrade(state_database_url) == head_revision()
+    rows = {e.bucket_path: e for e in StateStore(database_url=state_database_url).list_event_log("p")}
+    assert rows["pre/p/a.csv"].id == "id0"
+    assert (rows["pre/p/a.csv"].endpoint, rows["pre/p/a.csv"].region, rows["pre/p/a.csv"].prefix) == \
+        ("https://s3.example.test", "eu-west-1", "pre/")
+    assert (rows["other/p/b.csv"].endpoint, rows["other/p/b.csv"].prefix) == ("https://s3.example.test", "")
+    assert (rows["p/c.csv"].endpoint, rows["p/c.csv"].region, rows["p/c.csv"].prefix) == ("", None, "")

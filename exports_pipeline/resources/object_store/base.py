@@ -11,6 +11,8 @@ from __future__ import annotations
 import abc
 import contextlib
 import hashlib
+import os
+import tempfile
 import uuid
 from dataclasses import dataclass
 from types import TracebackType
@@ -203,6 +205,15 @@ class ObjectStore(abc.ABC):
     @abc.abstractmethod
     def presign_get(self, key: str, expires_seconds: int, filename: str | None = None) -> str:
         """A URL that downloads ``key`` as an attachment without credentials."""
+
+    @abc.abstractmethod
+    def discard_incomplete(self, keys: list[str]) -> int:
+        """Remove what writers to ``keys`` that never finished left behind (a killed process's pending
+        multipart uploads, hidden temporary files); returns how many. Committed objects are untouched."""
+
+    def scratch_root(self) -> str:
+        """Where the engine's scratch files for this destination go: a local disk directory."""
+        return os.environ.get("EXPORTS_SCRATCH_DIR") or tempfile.gettempdir()
 
     def validate(self) -> ValidationResult:
         """Prove the destination works end to end: write, read back, compare, delete a probe object.

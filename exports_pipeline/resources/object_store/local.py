@@ -141,14 +141,38 @@ class LocalObjectStore(ObjectStore):
 
     # ------------------------------------------------------------------------ engine-written files
 
-    def scratch_dir(self) -> str:
-        """A hidden directory inside the destination, so a file written there can be renamed into place
-        (same filesystem) instead of copied; never listed as keys."""
+    def scratch_root(self) -> str:
+        """The destination itself, so a file the engine wrote there is renamed into place (same
+        filesystem) instead of copied; scratch directories are hidden and never listed as keys."""
         self._require_root("write", SCRATCH_PREFIX)
-        path = os.path.join(self.root, f"{SCRATCH_PREFIX}{uuid.uuid4().hex}")
+        return self.root
+
+    def scratch_dir(self) -> str:
+        """A fresh hidden scratch directory inside the destination."""
+        path = os.path.join(self.scratch_root(), f"{SCRATCH_PREFIX}{uuid.uuid4().hex}")
         with self._errors("write", SCRATCH_PREFIX):
             os.makedirs(path)
         return path
+
+    def discard_incomplete(self, keys: list[str]) -> int:
+        """The hidden temporary files (``.{name}.tmp-{uuid}``) that writers to ``keys`` left when their
+        process died before the rename."""
+        removed = 0
+        by_dir: dict[str, set[str]] = {}
+        for key in keys:
+            parent, name = os.path.split(self.path(key))
+            by_dir.setdefault(parent, set()).add(name)
+        for parent, names in by_dir.items():
+            try:
+                entries = os.listdir(parent)
+            except FileNotFoundError:
+                continue
+            for entry in entries:
+                if TEMP_NAME.match(entry) and entry[1:].rsplit(".tmp-", 1)[0] in names:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(parent, entry))
+                        removed += 1
+        return removed
 
     def adopt(self, key: str, source: str, content_type: str = DEFAULT_CONTENT_TYPE, *,
               sha256: str | None = None, size: int | None = None) -> WrittenObject:

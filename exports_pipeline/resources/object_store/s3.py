@@ -13,6 +13,7 @@ checksum of the same bytes: another pass over every byte here and on the server;
 from __future__ import annotations
 
 import io
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -229,6 +230,33 @@ class S3ObjectStore(ObjectStore):
             pending = [key for key, _, _ in retryable]
             time.sleep(self.policy.delay(attempt))
         return failed
+
+    def discard_incomplete(self, keys: list[str]) -> int:
+        """Abort the multipart uploads pending under ``keys``: a process killed mid-upload leaves its
+        parts stored (and billed) until a lifecycle rule, if any, removes them. One listing under the
+        keys' common prefix; uploads of other keys under it are left alone."""
+        wanted = {check_key(key) for key in keys}
+        if not wanted:
+            return 0
+        prefix = os.path.commonprefix(sorted(wanted))
+        pending: list[tuple[str, str]] = []
+        marker: dict[str, str] = {}
+        while True:
+            args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, **marker}
+            page = self.call("ListMultipartUploads", prefix or None,
+                             lambda args=args: self.client.list_multipart_uploads(**args))
+            pending.extend((u["Key"], u["UploadId"]) for u in page.get("Uploads", []) if u["Key"] in wanted)
+            if not page.get("IsTruncated"):
+                break
+            marker = {"KeyMarker": page["NextKeyMarker"], "UploadIdMarker": page["NextUploadIdMarker"]}
+        for key, upload_id in pending:
+            try:
+                self.call("AbortMultipartUpload", key, lambda key=key, upload_id=upload_id:
+                          self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id))
+            except ExportsError as exc:
+                if exc.code != "NoSuchUpload":  # gone meanwhile: that is the goal
+                    raise
+        return len(pending)
 
     # ----------------------------------------------------------------------------------- sharing
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from exports_pipeline.commands import open_state, optional_box, require_project
-from exports_pipeline.settings import mask_url
+from exports_pipeline.urls import mask_url
 
 if TYPE_CHECKING:
     from exports_pipeline.resources.object_store.destination import Destination

@@ -197,7 +197,7 @@ def cmd_update(args: argparse.Namespace, settings: Settings) -> int:
 def _say_where_earlier_exports_stay(state, before: BlobIntegration, after: BlobIntegration) -> None:
     """A new destination (bucket, prefix, endpoint or type) leaves the earlier exports where they are:
     stale cleanup only ever touches the destination a window is exported to."""
-    from exports_pipeline.settings import mask_url
+    from exports_pipeline.urls import mask_url
 
     where = ("type", "bucket_name", "prefix", "endpoint")
     if all(getattr(before, f) == getattr(after, f) for f in where):

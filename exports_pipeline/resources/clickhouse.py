@@ -351,9 +351,11 @@ class ClickHouseResource(dg.ConfigurableResource):
         setting = _DEPLOYMENT_CODES.get(_server_code(exc) or 0)
         if setting is None:
             return ClickHouseError(message)
-        value = self.events_table if setting == "EXPORTS_EVENTS_TABLE" else self.masked_url
-        return ClickHouseDeploymentFault(f"{message} (check {setting}={value}: this deployment's setting, not the "
-                                         "customer's)", setting=setting, code=str(_server_code(exc)))
+        if setting == "EXPORTS_EVENTS_TABLE":
+            why = f"EXPORTS_EVENTS_TABLE={self.events_table} lacks a table, column or type the export reads"
+        else:
+            why = f"the user of EXPORTS_CLICKHOUSE_URL={self.masked_url} cannot log in or read the events table"
+        return ClickHouseDeploymentFault(f"{message} ({why})", setting=setting, code=str(_server_code(exc)))
 
     def _scrub(self, exc: BaseException) -> str:
         """The first line of a driver error, with the URL's password (if any) blanked out."""

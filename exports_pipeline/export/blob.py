@@ -82,8 +82,9 @@ def destination_for(integration: BlobIntegration, box: SecretBox | None) -> Dest
     secret = None
     if integration.secret_access_key:
         if box is None:  # ours, not the customer's: see DeploymentFault (a wrong key raises one in decrypt)
-            raise DeploymentFault("ENCRYPTION_KEY is not set, so the destination's stored secret cannot be decrypted: "
-                                  "set the key it was stored under (a new key cannot open it)", setting="ENCRYPTION_KEY")
+            raise DeploymentFault("ENCRYPTION_KEY is not set, so the destination's stored secret cannot be "
+                                  "decrypted: set the key it was stored under (a new key cannot open it)",
+                                  setting="ENCRYPTION_KEY")
         secret = box.decrypt(integration.secret_access_key)
     return Destination(
         scheme="s3", bucket=integration.bucket_name, prefix=integration.prefix, endpoint_url=integration.endpoint,

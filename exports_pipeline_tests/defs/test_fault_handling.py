@@ -19,7 +19,7 @@ from exports_pipeline.resources.clickhouse import ClickHouseResource, chdb_clien
 from exports_pipeline.resources.object_store.resource import ObjectStoreResource
 from exports_pipeline.settings import get_settings
 from exports_pipeline.state.models import BlobIntegration, blob_cursor_sink
-from exports_pipeline_tests.defs.harness import add_local, export_asset, export_env
+from exports_pipeline_tests.defs.harness import add_local, export_asset, export_env, shorten_step_retries
 from exports_pipeline_tests.export.readback import clickhouse_rows, read_file
 
 DAY1 = "2026-11-02"  # a Monday: the weekly window of that day holds both seeded days
@@ -34,16 +34,6 @@ def env(seeded, tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     with export_env(seeded, tmp_path) as env:
         yield env
-
-
-def shorten_step_retries(monkeypatch, delay: float) -> dg.RetryPolicy:
-    """The shipped step RetryPolicy (its retries, backoff and jitter) with a shorter base delay than 10 s:
-    the same decisions, sooner. Patched before the asset is built, which reads it."""
-    shipped = blob_storage.RETRY_POLICY
-    policy = dg.RetryPolicy(max_retries=shipped.max_retries, delay=delay, backoff=shipped.backoff,
-                            jitter=shipped.jitter)
-    monkeypatch.setattr(blob_storage, "RETRY_POLICY", policy)
-    return policy
 
 
 @pytest.fixture

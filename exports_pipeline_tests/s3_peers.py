@@ -74,7 +74,7 @@ class Rule:
 
 
 class FaultProxy:
-    """Forwards to moto; ``fail``/``drop``/``hang``/``slow`` choose which requests misbehave."""
+    """Forwards to moto; ``fail``/``drop``/``hang``/``slow``/``outage`` choose which requests misbehave."""
 
     def __init__(self, upstream: str) -> None:
         target = urlsplit(upstream)
@@ -88,7 +88,6 @@ class FaultProxy:
         self.lock = threading.Lock()
         # (went away, came back) monotonic times of each outage; came back is None while it lasts
         self.outages: list[list[float | None]] = []
-        self.refused_while_down = 0  # requests on connections opened before the outage, cut when they came
         self._closed = threading.Event()
         self._outage_thread: threading.Thread | None = None
         self.server, self.thread = self._serve(0)
@@ -222,8 +221,6 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         proxy = self.owner
         if proxy.down:  # a connection opened before the outage: the server is gone, so is it
-            with proxy.lock:
-                proxy.refused_while_down += 1
             self._kill()
             return
         operation = s3_operation(self.command, self.path)

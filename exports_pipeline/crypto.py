@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from exports_pipeline.errors import DeploymentFault
+
 IV_BYTES = 12
 TAG_BYTES = 16
 MASK = "**********"
@@ -31,8 +33,15 @@ class EncryptionKeyError(ValueError):
     """The configured key is missing or not 32 bytes of hex."""
 
 
-class DecryptionError(ValueError):
-    """A stored value could not be decrypted (malformed, tampered, or encrypted under another key)."""
+class DecryptionError(DeploymentFault, ValueError):
+    """A stored value could not be decrypted (malformed, tampered, or encrypted under another key).
+
+    The deployment's fault, not the customer's: the secret they gave worked, our key or our copy of it
+    does not. So an export fails at once without disabling the integration, naming ENCRYPTION_KEY.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, setting="ENCRYPTION_KEY", code="DecryptionFailed")
 
 
 class Secret:

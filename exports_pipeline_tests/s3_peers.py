@@ -1,9 +1,10 @@
 """Object store test helpers: a fault-injecting reverse proxy in front of moto, and store factories.
 
 The proxy is a real HTTP server (stdlib) that forwards every request to moto's server unchanged, unless
-told to answer a chosen S3 operation with an error, drop the connection, or stall. The store under test
-points its endpoint_url at the proxy, so boto3, botocore and urllib3 see genuine failures on the wire;
-nothing inside boto3 is mocked.
+told to answer a chosen S3 operation with an error, drop the connection, stall, or go away altogether
+for a while (an outage: its port stops listening, so connections are refused, and it comes back on the
+same port). The store under test points its endpoint_url at the proxy, so boto3, botocore and urllib3
+see genuine failures on the wire; nothing inside boto3 is mocked.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def s3_operation(method: str, path: str) -> str:
 @dataclass
 class Rule:
     operation: str  # an S3 operation name, or "*" for every request
-    action: str  # error | drop | drop_after | hang | slow
+    action: str  # error | drop | drop_after | hang | slow | outage
     first: int = 1  # the rule applies to the first..last request of that operation (1-based)
     last: float = 1
     status: int = 500
@@ -73,7 +74,7 @@ class Rule:
 
 
 class FaultProxy:
-    """Forwards to moto; ``fail``/``drop``/``hang``/``slow`` choose which requests misbehave."""
+    """Forwards to moto; ``fail``/``drop``/``hang``/``slow``/``outage`` choose which requests misbehave."""
 
     def __init__(self, upstream: str) -> None:
         target = urlsplit(upstream)
@@ -85,19 +86,33 @@ class FaultProxy:
         # (operation, request headers, sha256 of the body as received) of every forwarded request
         self.seen: list[tuple[str, dict[str, str], str]] = []
         self.lock = threading.Lock()
+        # (went away, came back) monotonic times of each outage; came back is None while it lasts
+        self.outages: list[list[float | None]] = []
+        self._closed = threading.Event()
+        self._outage_thread: threading.Thread | None = None
+        self.server, self.thread = self._serve(0)
+        self.port = self.server.server_address[1]
+
+    def _serve(self, port: int) -> tuple[ThreadingHTTPServer, threading.Thread]:
         proxy = self
 
         class Handler(_Handler):
             owner = proxy
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        server = ThreadingHTTPServer(("127.0.0.1", port), Handler)  # SO_REUSEADDR: the same port again
+        server.daemon_threads = True
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        return server, thread
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def down(self) -> bool:
+        with self.lock:
+            return bool(self.outages) and self.outages[-1][1] is None
 
     # --- what to break
 
@@ -120,6 +135,30 @@ class FaultProxy:
     def slow(self, operation: str, *, seconds: float) -> None:
         """Forward every request of ``operation``, each after a pause (to observe concurrency)."""
         self.rules.append(Rule(operation, "slow", 1, float("inf"), seconds=seconds))
+
+    def outage(self, operation: str, *, seconds: float, nth: int = 1) -> None:
+        """At the nth request of ``operation`` the server goes away for ``seconds``: that request's
+        connection is cut, so is every open connection at its next request, and new connections are
+        refused (nothing listens on the port) until it listens again on the same port."""
+        self.rules.append(Rule(operation, "outage", nth, nth, seconds=seconds))
+
+    def _go_away(self, seconds: float) -> None:
+        with self.lock:
+            if self.outages and self.outages[-1][1] is None:
+                return
+            self.outages.append([time.monotonic(), None])
+        server = self.server
+        server.shutdown()  # from a handler thread: serve_forever runs in its own thread
+        server.server_close()  # the listening socket is gone: connections are refused
+        self._outage_thread = threading.Thread(target=self._come_back, args=(seconds,), daemon=True)
+        self._outage_thread.start()
+
+    def _come_back(self, seconds: float) -> None:
+        if self._closed.wait(seconds):
+            return
+        self.server, self.thread = self._serve(self.port)
+        with self.lock:
+            self.outages[-1][1] = time.monotonic()
 
     def count(self, operation: str) -> int:
         with self.lock:
@@ -152,8 +191,12 @@ class FaultProxy:
             conn.close()
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._closed.set()
+        if self._outage_thread is not None:
+            self._outage_thread.join()
+        if not self.down:
+            self.server.shutdown()
+            self.server.server_close()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -177,10 +220,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         proxy = self.owner
+        if proxy.down:  # a connection opened before the outage: the server is gone, so is it
+            self._kill()
+            return
         operation = s3_operation(self.command, self.path)
         length = int(self.headers.get("Content-Length") or 0)
         rule = proxy._match(operation)
         action = rule.action if rule else "forward"
+        if action == "outage":
+            proxy._go_away(rule.seconds)
+            self._kill()
+            return
         if action == "drop":
             self.rfile.read(min(length, 1024))
             self._kill()
@@ -319,3 +369,43 @@ def other_s3_endpoint() -> Iterator[str]:
     yield f"http://127.0.0.1:{port}"
     proc.terminate()
     proc.wait(timeout=10)
+
+
+@pytest.fixture
+def tls_server(tmp_path) -> Iterator[str]:
+    """An https:// endpoint on loopback presenting a self-signed certificate, which no client trusts:
+    every TLS handshake fails certificate verification on the client's side."""
+    import datetime as dt
+    import ipaddress
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    server.daemon_threads = True
+    # the handshake runs in accept(); a client that rejects the certificate makes it fail there, which
+    # socketserver ignores (an OSError), and the server keeps accepting
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"https://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()

@@ -406,6 +406,23 @@ def test_validate_fails_for_missing_bucket(cli: Cli, monkeypatch, moto_endpoint:
     assert SECRET not in cli.transcript
 
 
+@pytest.mark.parametrize("key_now", ["5f" * 32, None])
+def test_validate_with_a_key_that_cannot_decrypt_names_encryption_key(cli: Cli, monkeypatch, moto_endpoint: str,
+                                                                       key_now: str | None):
+    """Our key, not the destination: exit 2 naming the setting, nothing probed, nothing disabled."""
+    monkeypatch.setenv("EXPORTS_SECRET_ACCESS_KEY", SECRET)
+    assert add_s3(cli, "keyed", "b-keyed", moto_endpoint)[0] == 0
+    if key_now is None:
+        monkeypatch.delenv("ENCRYPTION_KEY")
+    else:
+        monkeypatch.setenv("ENCRYPTION_KEY", key_now)
+    get_settings.cache_clear()
+    code, out, err = cli("integrations", "validate", "--project", "keyed")
+    assert code == 2 and err.startswith("exports-pipeline: ") and "ENCRYPTION_KEY" in err and "PASS" not in out
+    assert SECRET not in cli.transcript and KEY not in cli.transcript
+    assert cli.state.get_blob_integration("keyed").enabled
+
+
 def test_validate_local_directory(cli: Cli, tmp_path: Path):
     assert add_local(cli, "loc", tmp_path / "v")[0] == 0
     code, out, _ = cli("integrations", "validate", "--project", "loc")

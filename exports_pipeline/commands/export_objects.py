@@ -113,7 +113,7 @@ def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
 
 def _plan(project: str, entries: Sequence[EventLogEntry], integration: BlobIntegration | None,
           settings: Settings) -> list[_Group]:
-    from exports_pipeline.errors import ConfigError
+    from exports_pipeline.errors import ConfigError, DeploymentFault
     from exports_pipeline.export.blob import destination_for
     from exports_pipeline.resources.object_store.destination import Destination
 
@@ -133,7 +133,7 @@ def _plan(project: str, entries: Sequence[EventLogEntry], integration: BlobInteg
     else:
         try:
             base = destination_for(integration, optional_box(settings))
-        except (ConfigError, ValueError) as exc:
+        except (ConfigError, DeploymentFault, ValueError) as exc:
             base_error = f"the integration's destination cannot be opened: {exc}"
 
     groups = []

@@ -254,13 +254,17 @@ def cmd_remove(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
-    from exports_pipeline.errors import ConfigError, ExportsError
+    from exports_pipeline.errors import ConfigError, DeploymentFault, ExportsError
     from exports_pipeline.export.blob import destination_for
     from exports_pipeline.resources.object_store.resource import ObjectStoreResource
 
     project = require_project(args.project, strict=False)
     integration = _existing(open_state(settings), project)
-    destination = destination_for(integration, optional_box(settings))
+    try:
+        destination = destination_for(integration, optional_box(settings))
+    except DeploymentFault as exc:  # this deployment's setting, not the destination: nothing was probed
+        print(f"exports-pipeline: {exc} (fix {exc.setting})", file=sys.stderr)
+        return 2
     if not integration.enabled:
         print(f"note: the integration of project {project} is disabled")
     try:

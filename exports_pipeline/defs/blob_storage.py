@@ -15,7 +15,7 @@ import dagster as dg
 from dagster import AssetExecutionContext, SensorEvaluationContext
 
 from exports_pipeline.crypto import SecretBox
-from exports_pipeline.errors import ConfigError, CustomerFault
+from exports_pipeline.errors import ConfigError, CustomerFault, DeploymentFault
 from exports_pipeline.events.queries import WINDOW_FILTER, qualified_table
 from exports_pipeline.export.partition import export_partition, history_start
 from exports_pipeline.export.windows import FREQUENCIES, FREQUENCY_STEP, Window, window_floor, window_starts
@@ -35,9 +35,13 @@ SINK = SINK_BLOB  # the name of the sink: pool, run tag, cursor family
 # `concurrency.pools.granularity: run`).
 SINK_TAG = {"exports/sink": SINK}
 ROW_COUNT_CHECK = "manifest_row_count_matches_source"
-# Transient faults (timeouts, 5xx, SlowDown, a dropped ClickHouse connection) are retried with
-# exponential backoff and full jitter; customer faults raise Failure(allow_retries=False).
-RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.FULL)
+# Transient faults (timeouts, 5xx, SlowDown, a dropped ClickHouse connection, an S3 server gone for a
+# while) are retried with exponential backoff: 10, 30, 70 s, each +-10 s of jitter. Not full jitter: that
+# draws each wait from [0, 10|30|70] s and can spend all three retries within seconds of a failure, so a
+# 30-second outage would fail the run; +-10 s still spreads runs that failed together, and the retries
+# always span at least 80 s. Customer and deployment faults raise Failure(allow_retries=False).
+RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL,
+                              jitter=dg.Jitter.PLUS_MINUS)
 MAX_HISTORY_REQUESTS_PER_TICK = 24
 
 
@@ -76,6 +80,10 @@ def build_export_asset(frequency: str, partitions_start: str) -> dg.AssetsDefini
                 frequency=frequency, project_id=project_id, window=window,
                 partition_key=str(context.partition_key), run_id=context.run_id, log=context.log.info,
             )
+        except DeploymentFault as exc:
+            raise dg.Failure(description=f"{type(exc).__name__}: {exc} (fix {exc.setting or 'the deployment'} "
+                             f"of this deployment, then re-run; the integration of {project_id} stays enabled)",
+                             metadata={"setting": exc.setting or ""}, allow_retries=False) from None
         except (CustomerFault, ConfigError) as exc:
             raise dg.Failure(description=f"{type(exc).__name__}: {exc} (the integration was disabled; fix it and "
                              "run `exports-pipeline integrations enable`)", allow_retries=False) from None

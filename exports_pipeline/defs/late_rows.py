@@ -32,8 +32,9 @@ retried it) does not take one of the tick's places forever and starve younger wi
 a new key. Windows with a queued or running run of their job are left alone until it ends (it may already
 include the change; the next tick compares its manifest).
 
-Faults: a destination that fails (the customer's fault, or a transient one) skips that integration for
-this tick with a log line; the partition runs are what disable integrations. A ClickHouse error skips
+Faults: a destination that fails (the customer's fault, a transient one, or the deployment's, such as an
+ENCRYPTION_KEY that cannot decrypt its secret) skips that integration for this tick with a log line; the
+partition runs are what disable integrations (never for the deployment's faults). A ClickHouse error skips
 that project; only when every project's query failed does the tick fail, so an outage is visible.
 
 Cost per tick: one FINAL query over at most the lookback per project that has manifests in it, and one
@@ -50,7 +51,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 from dagster import SensorEvaluationContext
 
-from exports_pipeline.crypto import DecryptionError, SecretBox
+from exports_pipeline.crypto import SecretBox
 from exports_pipeline.defs.partitions import project_partitions
 from exports_pipeline.errors import ExportsError, ObjectNotFound
 from exports_pipeline.events.queries import window_states_sql
@@ -222,7 +223,7 @@ def scan_integration(*, integration: BlobIntegration, frequency: str, clickhouse
             return
         with object_store.open(destination_for(integration, box)) as store:
             manifests = read_manifest_states(store, integration, frequency, windows, log)
-    except (ExportsError, DecryptionError) as exc:  # messages of these never carry secrets
+    except ExportsError as exc:  # their messages never carry secrets (a DecryptionError is one too)
         scan.unchecked.add((frequency, project))
         log(f"late rows: skipped {project} ({frequency}) this tick: {type(exc).__name__}: {exc}")
         return

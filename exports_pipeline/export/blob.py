@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from exports_pipeline.crypto import SecretBox
-from exports_pipeline.errors import ConfigError
+from exports_pipeline.errors import DeploymentFault
 from exports_pipeline.events.columns import EXPORT_COLUMN_NAMES
 from exports_pipeline.events.queries import (
     PARQUET_SETTINGS,
@@ -82,8 +82,10 @@ def destination_for(integration: BlobIntegration, box: SecretBox | None) -> Dest
         return Destination(scheme="file", bucket=integration.bucket_name, prefix=integration.prefix)
     secret = None
     if integration.secret_access_key:
-        if box is None:
-            raise ConfigError("ENCRYPTION_KEY is required to decrypt the destination's secret", field="ENCRYPTION_KEY")
+        if box is None:  # ours, not the customer's: see DeploymentFault (a wrong key raises one in decrypt)
+            raise DeploymentFault("ENCRYPTION_KEY is not set, so the destination's stored secret cannot be "
+                                  "decrypted: set the key it was stored under (a new key cannot open it)",
+                                  setting="ENCRYPTION_KEY")
         secret = box.decrypt(integration.secret_access_key)
     return Destination(
         scheme="s3", bucket=integration.bucket_name, prefix=integration.prefix, endpoint_url=integration.endpoint,

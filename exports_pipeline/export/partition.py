@@ -1,8 +1,12 @@
 """One partition of a scheduled export, from the integration row to the advanced cursor.
 
-This is where faults are sorted: the customer's (bad credentials, missing bucket, denied, invalid
-endpoint) disable the integration and are recorded in `last_error`; anything else is recorded and
-re-raised for Dagster's retry policy.
+This is where faults are sorted: the customer's (bad credentials, missing bucket, denied, a host name
+that does not resolve) disable the integration and are recorded in `last_error`. The deployment's
+(an ENCRYPTION_KEY that cannot decrypt the stored secret, an events table the export cannot read) are
+not the customer's doing: the integration stays enabled and its `last_error` untouched (that column
+tells the customer what to fix), the fault, naming the setting, goes on the sync cursor's `last_error`
+(cleared by the next finished window) and on the failed run, which is not retried. Anything else
+(outages, timeouts, 5xx) is recorded and re-raised for Dagster's retry policy.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from exports_pipeline.crypto import SecretBox
-from exports_pipeline.errors import ConfigError, CustomerFault
+from exports_pipeline.errors import ConfigError, CustomerFault, DeploymentFault
 from exports_pipeline.events.queries import first_event_sql
 from exports_pipeline.export.blob import ExportRequest, ExportResult, destination_for, export_window
 from exports_pipeline.export.windows import Window, window_floor
@@ -90,6 +94,9 @@ def export_partition(
     try:
         with object_store.open(destination_for(integration, box)) as store:
             result = export_window(clickhouse, store, integration, request, state=state, log=log)
+    except DeploymentFault as exc:  # ours to fix: never disables, never blames the customer
+        state.record_cursor_error(sink, project_id, f"{type(exc).__name__}: {exc} (setting: {exc.setting})")
+        raise
     except (CustomerFault, ConfigError) as exc:  # the stored configuration is the customer's to fix
         state.disable_blob_integration(project_id, error=str(exc))
         state.record_cursor_error(sink, project_id, str(exc))

@@ -25,6 +25,7 @@ from clickhouse_connect.driver.binding import bind_query
 from filelock import FileLock
 from pydantic import Field
 
+from exports_pipeline.errors import DeploymentFault
 from exports_pipeline.settings import chdb_path_of
 from exports_pipeline.urls import mask_url, scrub_secrets
 
@@ -65,7 +66,45 @@ STREAM_CHUNK_BYTES = 1 << 20
 
 
 class ClickHouseError(RuntimeError):
-    """A ClickHouse connection or query failed; the message names the (masked) URL."""
+    """A ClickHouse connection or query failed; the message names the (masked) URL.
+
+    Left as it is, it is transient: a refused or dropped connection, a timeout, a 5xx, a memory limit
+    are retried by the step's retry policy.
+    """
+
+
+class ClickHouseDeploymentFault(DeploymentFault, ClickHouseError):
+    """ClickHouse refused what this deployment configured: the events table, a column the export reads
+    or its type (EXPORTS_EVENTS_TABLE), or our user and password (EXPORTS_CLICKHOUSE_URL). Every retry
+    gets the same answer, and no customer can fix it, so it fails the run at once (see DeploymentFault)."""
+
+
+# Server error codes (ErrorCodes.cpp) -> the setting that points at what ClickHouse does not have.
+_DEPLOYMENT_CODES = {
+    8: "EXPORTS_EVENTS_TABLE",  # THERE_IS_NO_COLUMN
+    10: "EXPORTS_EVENTS_TABLE",  # NOT_FOUND_COLUMN_IN_BLOCK
+    16: "EXPORTS_EVENTS_TABLE",  # NO_SUCH_COLUMN_IN_TABLE
+    43: "EXPORTS_EVENTS_TABLE",  # ILLEGAL_TYPE_OF_ARGUMENT (a column of another type)
+    47: "EXPORTS_EVENTS_TABLE",  # UNKNOWN_IDENTIFIER (a column the table lacks)
+    53: "EXPORTS_EVENTS_TABLE",  # TYPE_MISMATCH
+    60: "EXPORTS_EVENTS_TABLE",  # UNKNOWN_TABLE
+    81: "EXPORTS_EVENTS_TABLE",  # UNKNOWN_DATABASE
+    192: "EXPORTS_CLICKHOUSE_URL",  # UNKNOWN_USER
+    193: "EXPORTS_CLICKHOUSE_URL",  # WRONG_PASSWORD
+    194: "EXPORTS_CLICKHOUSE_URL",  # REQUIRED_PASSWORD
+    497: "EXPORTS_CLICKHOUSE_URL",  # ACCESS_DENIED (our user lacks a grant)
+    516: "EXPORTS_CLICKHOUSE_URL",  # AUTHENTICATION_FAILED
+}
+_CODE_IN_TEXT = re.compile(r"\bCode: (\d+)\.")
+
+
+def _server_code(exc: BaseException) -> int | None:
+    """The ClickHouse error code of a driver error (clickhouse-connect sets ``code``; else the text)."""
+    code = getattr(exc, "code", None)
+    if isinstance(code, int):
+        return code
+    found = _CODE_IN_TEXT.search(str(exc))
+    return int(found.group(1)) if found else None
 
 
 def settings_clause(settings: Mapping[str, Any] | None) -> str:
@@ -164,8 +203,8 @@ class ClickHouseResource(dg.ConfigurableResource):
                 send_receive_timeout=self.send_receive_timeout,
             )
         except Exception as exc:
-            raise ClickHouseError(
-                f"cannot connect to ClickHouse at {self.masked_url}: {type(exc).__name__}: {self._scrub(exc)}"
+            raise self._error(
+                f"cannot connect to ClickHouse at {self.masked_url}: {type(exc).__name__}: {self._scrub(exc)}", exc
             ) from None
 
     # ---------------------------------------------------------------- queries
@@ -310,7 +349,19 @@ class ClickHouseResource(dg.ConfigurableResource):
         except ClickHouseError:
             raise
         except Exception as exc:
-            raise ClickHouseError(f"ClickHouse at {self.masked_url}: {self._scrub(exc)}") from exc
+            raise self._error(f"ClickHouse at {self.masked_url}: {self._scrub(exc)}", exc) from exc
+
+    def _error(self, message: str, exc: BaseException) -> ClickHouseError:
+        """A ``ClickHouseDeploymentFault`` naming the setting when ClickHouse says what is missing, else a
+        (transient) ``ClickHouseError``."""
+        setting = _DEPLOYMENT_CODES.get(_server_code(exc) or 0)
+        if setting is None:
+            return ClickHouseError(message)
+        if setting == "EXPORTS_EVENTS_TABLE":
+            why = f"EXPORTS_EVENTS_TABLE={self.events_table} lacks a table, column or type the export reads"
+        else:
+            why = f"the user of EXPORTS_CLICKHOUSE_URL={self.masked_url} cannot log in or read the events table"
+        return ClickHouseDeploymentFault(f"{message} ({why})", setting=setting, code=str(_server_code(exc)))
 
     def _scrub(self, exc: BaseException) -> str:
         """The first line of a driver error, with the URL's password (if any) and any URL in it masked."""

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import dagster as dg
 
+from exports_pipeline.defs import blob_storage
 from exports_pipeline.defs.blob_storage import build_blob_storage_defs
 from exports_pipeline.resources.clickhouse import ClickHouseResource
 from exports_pipeline.resources.object_store.resource import ObjectStoreResource
@@ -38,6 +39,16 @@ def over_http(clickhouse: ClickHouseResource, chdb_http) -> ClickHouseResource:
     database = clickhouse.events_table.split(".")[0]
     return ClickHouseResource(url=f"http://default:pw@127.0.0.1:{chdb_http.port}/{database}?compress=false",
                               events_table=clickhouse.events_table)
+
+
+def shorten_step_retries(monkeypatch, delay: float) -> dg.RetryPolicy:
+    """The shipped step RetryPolicy (its retries, backoff and jitter) with a shorter base delay than 10 s:
+    the same decisions, sooner. Patched before the asset is built (export_env, export_asset), which reads it."""
+    shipped = blob_storage.RETRY_POLICY
+    policy = dg.RetryPolicy(max_retries=shipped.max_retries, delay=delay, backoff=shipped.backoff,
+                            jitter=shipped.jitter)
+    monkeypatch.setattr(blob_storage, "RETRY_POLICY", policy)
+    return policy
 
 
 def export_asset(frequency: str = "daily") -> dg.AssetsDefinition:

@@ -11,7 +11,13 @@ import pytest
 from exports_pipeline.defs.blob_storage import plan_history_requests, plan_id
 from exports_pipeline.defs.partitions import check_project_id
 from exports_pipeline.state.models import BlobIntegration, blob_cursor_sink
-from exports_pipeline_tests.defs.harness import add_local, export_asset, export_env, over_http
+from exports_pipeline_tests.defs.harness import (
+    add_local,
+    export_asset,
+    export_env,
+    over_http,
+    shorten_step_retries,
+)
 
 DAY1, DAY2, DAY3 = "2026-11-02", "2026-11-03", "2026-11-04"
 
@@ -200,8 +206,10 @@ def test_sensor_passes_over_windows_already_materialized(env):
     assert f"{DAY1}|proj-1" not in keys and keys[0] == f"{DAY2}|proj-1"
 
 
-def test_transient_clickhouse_failure_over_http_is_retried_and_the_run_succeeds(env, seeded, chdb_http):
+def test_transient_clickhouse_failure_over_http_is_retried_and_the_run_succeeds(env, seeded, chdb_http,
+                                                                               monkeypatch):
     """ClickHouse over its HTTP interface answers 503 once: the step is retried by its RetryPolicy."""
+    shorten_step_retries(monkeypatch, 0.5)
     http, daily = over_http(seeded, chdb_http), export_asset("daily")
     add_local(env, file_types=("csv",))
     chdb_http.state.fail_next = 1

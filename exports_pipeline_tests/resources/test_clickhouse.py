@@ -10,7 +10,13 @@ import textwrap
 
 import pytest
 
-from exports_pipeline.resources.clickhouse import ClickHouseError, ClickHouseResource, settings_clause
+from exports_pipeline.errors import DeploymentFault
+from exports_pipeline.resources.clickhouse import (
+    ClickHouseDeploymentFault,
+    ClickHouseError,
+    ClickHouseResource,
+    settings_clause,
+)
 
 HARD = "a'b\"c\\d,e\nf\tg 🚀 中文 {x:String}"
 
@@ -78,6 +84,29 @@ def test_query_errors_are_clickhouse_errors_naming_the_masked_url(clickhouse):
         clickhouse.query("SELECT no_such_column")
     assert "no_such_column" in str(err.value)
     assert "s3cr3t-pw" not in str(err.value)
+
+
+@pytest.mark.parametrize("sql, what", [("SELECT count() FROM no_such_table", "no_such_table"),
+                                       ("SELECT start_time FROM numbers(1)", "start_time"),
+                                       ("SELECT number + 'x' FROM numbers(1)", "Illegal types")])
+def test_a_table_column_or_type_clickhouse_lacks_is_a_deployment_fault(clickhouse, sql, what):
+    """The same answer on every retry, and no customer can fix it: the deployment's, naming its setting."""
+    with pytest.raises(ClickHouseDeploymentFault) as err:
+        clickhouse.query(sql)
+    assert isinstance(err.value, DeploymentFault) and isinstance(err.value, ClickHouseError)
+    assert err.value.setting == "EXPORTS_EVENTS_TABLE" and what in str(err.value)
+    assert "EXPORTS_EVENTS_TABLE=events_full" in str(err.value) and "s3cr3t-pw" not in str(err.value)
+
+
+def test_an_overloaded_or_unreachable_clickhouse_is_not_a_deployment_fault(ch_http_url, chdb_http):
+    """503 and refused connections are transient: plain ClickHouseErrors, which the step retries."""
+    chdb_http.state.fail_next = 1
+    with pytest.raises(ClickHouseError) as err:
+        ClickHouseResource(url=ch_http_url).query("SELECT 1")
+    assert not isinstance(err.value, DeploymentFault)
+    with pytest.raises(ClickHouseError) as err:
+        ClickHouseResource(url="http://reader:pw@127.0.0.1:9/db", connect_timeout=2).query("SELECT 1")
+    assert not isinstance(err.value, DeploymentFault)
 
 
 def test_connection_failure_names_the_url_with_password_masked():

@@ -196,12 +196,43 @@ def test_delete_objects_falls_back_to_single_deletes_when_not_implemented(
     assert s3_client.list_objects_v2(Bucket=s3_bucket, Prefix="gcs/")["KeyCount"] == 0
 
 
-def test_unreachable_endpoint_is_the_customers_fault_after_retries(make_store, s3_bucket):
+def _count_attempts(store) -> list[str]:
+    """One entry per request botocore is about to send (before it connects): our attempts, counted."""
+    sent: list[str] = []
+    store.client.meta.events.register("before-send.s3", lambda request, **_: sent.append(request.method))
+    return sent
+
+
+def test_connection_refused_is_transient_and_retried(make_store, s3_bucket):
+    """Nothing listens on the port: an outage looks exactly like this, so it is retried, never blamed."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{sock.getsockname()[1]}"  # bound, never listening: refused
-        store = make_store(s3_bucket, endpoint=dead, max_attempts=2)
-        with pytest.raises(CustomerFault) as error:
+        store = make_store(s3_bucket, endpoint=dead, max_attempts=3)
+        sent = _count_attempts(store)
+        with pytest.raises(TransientFault, match="gave up after 3 attempts") as error:
             store.validate()
     assert error.value.code == "EndpointConnectionError"
-    assert "check endpoint_url" in str(error.value)
+    assert sent == ["PUT"] * 3
+
+
+def test_host_name_that_does_not_resolve_is_the_customers_fault_at_once(make_store, s3_bucket):
+    """RFC 6761 reserves .invalid: it never resolves, and no connection is attempted. (The resolver is
+    asked once, and says the name does not exist; that answer, not an outage, is what blames the customer.)"""
+    store = make_store(s3_bucket, endpoint="http://s3.exports-pipeline-test.invalid:9000", max_attempts=5)
+    sent = _count_attempts(store)
+    with pytest.raises(CustomerFault, match="host name does not resolve") as error:
+        store.validate()
+    assert error.value.code == "EndpointConnectionError"
+    assert sent == ["PUT"]  # not retried
+
+
+def test_certificate_that_does_not_verify_is_the_customers_fault_at_once(make_store, s3_bucket, tls_server):
+    """The server presents a self-signed certificate: a statement of the server (its identity is not the
+    endpoint's), the same on every retry. A handshake cut short, by contrast, stays transient."""
+    store = make_store(s3_bucket, endpoint=tls_server, max_attempts=5)
+    sent = _count_attempts(store)
+    with pytest.raises(CustomerFault, match="certificate does not verify") as error:
+        store.validate()
+    assert error.value.code == "SSLError"
+    assert sent == ["PUT"]

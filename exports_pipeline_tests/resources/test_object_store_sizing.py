@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import errno
+import socket
+import ssl
 import threading
 
 import dagster as dg
@@ -13,6 +15,7 @@ from botocore.exceptions import (
     EndpointConnectionError,
     NoCredentialsError,
     ReadTimeoutError,
+    SSLError,
 )
 
 from exports_pipeline.errors import ConfigError, CustomerFault, ObjectTooLarge, TransientFault
@@ -97,13 +100,22 @@ def test_s3_error_codes_are_classified(code, status, kind):
         assert f"UploadPart s3://b/k failed: {code}" in str(fault) and f"HTTP {status}" in str(fault)
 
 
-def test_network_errors_are_transient_once_the_endpoint_answered():
-    for exc in (ReadTimeoutError(endpoint_url="http://x"), ConnectionClosedError(endpoint_url="http://x")):
-        assert isinstance(classify_s3_error(exc, in_progress=False), TransientFault)
-    refused = EndpointConnectionError(endpoint_url="http://x")
-    assert isinstance(classify_s3_error(refused, in_progress=True), TransientFault)
-    fault = classify_s3_error(refused, in_progress=False)
+def test_network_errors_are_transient_unless_a_name_or_certificate_is_refused():
+    """Only statements are the customer's: a name the resolver says does not exist, a certificate that
+    does not verify. A resolver that cannot be reached says nothing about the name."""
+    for exc in (ReadTimeoutError(endpoint_url="http://x"), ConnectionClosedError(endpoint_url="http://x"),
+                EndpointConnectionError(endpoint_url="http://x", error=ConnectionRefusedError(111, "refused")),
+                EndpointConnectionError(endpoint_url="http://x",
+                                        error=socket.gaierror(socket.EAI_AGAIN, "Temporary failure")),
+                SSLError(endpoint_url="https://x", error=ssl.SSLEOFError(8, "EOF in violation of protocol"))):
+        assert isinstance(classify_s3_error(exc), TransientFault), exc
+    no_such_name = EndpointConnectionError(endpoint_url="http://x",
+                                           error=socket.gaierror(socket.EAI_NONAME, "Name or service not known"))
+    fault = classify_s3_error(no_such_name)
     assert isinstance(fault, CustomerFault) and fault.code == "EndpointConnectionError"
+    assert "does not resolve" in str(fault)
+    untrusted = SSLError(endpoint_url="https://x", error=ssl.SSLCertVerificationError(1, "self-signed certificate"))
+    assert isinstance(classify_s3_error(untrusted), CustomerFault)
     assert isinstance(classify_s3_error(NoCredentialsError()), CustomerFault)
     assert classify_s3_error(ValueError("our bug")) is None
 
@@ -134,7 +146,7 @@ def test_call_with_retries_retries_only_transient_faults():
             raise _client_error("SlowDown", 503)
         return "done"
 
-    classify = lambda exc, last: classify_s3_error(exc)  # noqa: E731
+    classify = classify_s3_error
     assert call_with_retries(flaky, policy=policy, classify=classify, what="t") == "done"
     assert len(calls) == 3
     calls.clear()

@@ -6,15 +6,22 @@ and are never retried; throttling, timeouts, 5xx and dropped connections are ret
 left unclassified (``None``): usually our own bug, which should fail loudly rather than be retried or
 blamed on the customer.
 
-A connection that cannot be established at all (DNS, refused, TLS) is ambiguous: a blip, or an
-endpoint/region the customer typed wrong. The caller says whether the endpoint ever answered
-(``in_progress``); the stores retry such errors first and only call them the customer's on the last
-attempt of a store that never reached its endpoint.
+A connection that cannot be made is judged by who said what, never by whether the endpoint has
+answered before: a server that went away for a minute refuses connections exactly like an endpoint
+that was typed wrong, and calling that the customer's fault switched integrations off during short
+outages. So only statements are the customer's: an error the server states (above), a host name the
+resolver says does not exist (the name in ``endpoint_url`` is theirs), and a TLS certificate the server
+presents that does not verify (the server stated an identity that is not the endpoint's: their
+certificate or their URL, and retrying gets the same certificate). Connection refused or reset,
+timeouts, a resolver that cannot be reached, TLS handshakes cut short and 5xx are transient: retried
+per request here, then by the step's retry policy.
 """
 
 from __future__ import annotations
 
 import errno
+import socket
+import ssl
 
 from botocore.exceptions import (
     ClientError,
@@ -89,11 +96,7 @@ def is_transient_code(code: str) -> bool:
 
 
 def classify_s3_error(
-    exc: BaseException,
-    *,
-    operation: str | None = None,
-    target: str | None = None,
-    in_progress: bool = True,
+    exc: BaseException, *, operation: str | None = None, target: str | None = None
 ) -> CustomerFault | TransientFault | None:
     """The fault an S3 (botocore) error stands for, with its code in the message; None if unknown."""
     if isinstance(exc, ExportsError):
@@ -112,17 +115,47 @@ def classify_s3_error(
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
         return CustomerFault(message + " (no usable AWS credentials: set access_key_id/secret_access_key "
                              "or configure the default credential chain)", code=code)
-    if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError, SSLError)):
-        # ConnectTimeoutError and SSLError are ConnectionError subclasses too; the order only names them.
-        if in_progress:
-            return TransientFault(message, code=code)
-        return CustomerFault(message + " (the endpoint never answered: check endpoint_url and region)",
+    if isinstance(exc, EndpointConnectionError) and _name_does_not_resolve(exc):
+        return CustomerFault(message + " (the endpoint's host name does not resolve: check endpoint_url "
+                             "and region)", code=code)
+    if isinstance(exc, SSLError) and _certificate_rejected(exc):
+        return CustomerFault(message + " (the endpoint's TLS certificate does not verify: check "
+                             "endpoint_url, or give the server a certificate valid for that host)",
                              code=code)
-    if isinstance(exc, (ReadTimeoutError, ConnectionClosedError, ResponseStreamingError,
-                        IncompleteReadError, ProxyConnectionError, CredentialRetrievalError,
-                        HTTPClientError)):
+    if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError, SSLError, ReadTimeoutError,
+                        ConnectionClosedError, ResponseStreamingError, IncompleteReadError,
+                        ProxyConnectionError, CredentialRetrievalError, HTTPClientError)):
         return TransientFault(message, code=code)
     return None
+
+
+# getaddrinfo's answers that state the name has no address; EAI_AGAIN/EAI_FAIL (no resolver, SERVFAIL)
+# say nothing about the name and stay transient.
+_NO_SUCH_NAME = frozenset(n for n in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", None)) if n is not None)
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it wraps: botocore keeps urllib3's error in ``kwargs['error']``, urllib3 the
+    socket error as ``__cause__``."""
+    found: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo and len(found) < 10:
+        current = todo.pop(0)
+        if current is None or any(current is seen for seen in found):
+            continue
+        found.append(current)
+        wrapped = getattr(current, "kwargs", None)
+        todo += [wrapped.get("error") if isinstance(wrapped, dict) else None, current.__cause__,
+                 current.__context__]
+    return found
+
+
+def _name_does_not_resolve(exc: BaseException) -> bool:
+    return any(isinstance(e, socket.gaierror) and e.errno in _NO_SUCH_NAME for e in _causes(exc))
+
+
+def _certificate_rejected(exc: BaseException) -> bool:
+    return any(isinstance(e, ssl.SSLCertVerificationError) for e in _causes(exc))
 
 
 def classify_local_error(

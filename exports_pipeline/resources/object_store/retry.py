@@ -22,8 +22,9 @@ from exports_pipeline.errors import ExportsError, TransientFault
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# (exception, is_last_attempt) -> the fault it stands for, or None to re-raise it untouched
-Classifier = Callable[[Exception, bool], ExportsError | None]
+# exception -> the fault it stands for, or None to re-raise it untouched. The verdict depends on the
+# error alone, never on the attempt: the last attempt of an outage is as transient as the first.
+Classifier = Callable[[Exception], ExportsError | None]
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ def call_with_retries(
         except Exception as exc:
             cancelled = cancel is not None and cancel.is_set()
             last = attempt >= policy.max_attempts or cancelled
-            fault = classify(exc, last)
+            fault = classify(exc)
             if fault is None:
                 raise
             if fault is exc:

@@ -63,7 +63,6 @@ class S3ObjectStore(ObjectStore):
         # https (AWS when no endpoint is given): Content-MD5 is the body's integrity check; http: the
         # signed payload hash is (see the module docstring).
         self.sends_content_md5 = not (destination.endpoint_url or "").lower().startswith("http://")
-        self._reached = False  # has the endpoint ever answered? (see classify: connection errors)
         secret = destination.secret_access_key
         self._secret = secret.get_secret_value() if secret is not None else None
 
@@ -78,26 +77,14 @@ class S3ObjectStore(ObjectStore):
         """
         target = self.uri(key) if key is not None else f"s3://{self.bucket}"
 
-        def attempt() -> T:
-            try:
-                result = fn()
-            except ClientError:
-                self._reached = True
-                raise
-            self._reached = True
-            return result
-
-        def classify(exc: Exception, last: bool) -> ExportsError | None:
-            # A connection that never worked is retried like a blip, and blamed on the endpoint only
-            # once the last attempt has failed too.
-            fault = classify_s3_error(exc, operation=operation, target=target,
-                                      in_progress=self._reached or not last)
+        def classify(exc: Exception) -> ExportsError | None:
+            fault = classify_s3_error(exc, operation=operation, target=target)
             if fault is None and isinstance(exc, (ClientError, BotoCoreError)):
                 fault = _unclassified(exc, operation, target)
             return self._scrub(fault) if fault is not None else None
 
         try:
-            return call_with_retries(attempt, policy=self.policy, classify=classify,
+            return call_with_retries(fn, policy=self.policy, classify=classify,
                                      what=f"S3 {operation} {target}", cancel=cancel)
         except ExportsError as fault:
             if self._secret and self._secret in str(fault.__cause__):

@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 from bench.prepare import OUT_DIR, PROJECT, TABLE, WINDOWS, clickhouse, exclusive_run, load_marker
 from exports_pipeline.crypto import SecretBox
 from exports_pipeline.events.queries import PARQUET_SETTINGS, TEXT_SETTINGS, window_export_sql
-from exports_pipeline.export.blob import ExportRequest, destination_for, export_window
+from exports_pipeline.sinks.object_storage.export import ExportRequest, destination_for, export_window
 from exports_pipeline.formats import get_format
 from exports_pipeline.resources.clickhouse import query_tags
 from exports_pipeline.resources.object_store import ObjectStoreResource

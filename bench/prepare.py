@@ -26,7 +26,7 @@ import time
 from exports_pipeline.events.ddl import create_events_table, create_table_sql
 from exports_pipeline.events.queries import WINDOW_FILTER
 from exports_pipeline.events.seed import seed
-from exports_pipeline.export.windows import Window
+from exports_pipeline.windows import Window
 from exports_pipeline.resources.clickhouse import ClickHouseResource
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))

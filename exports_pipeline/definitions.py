@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from exports_pipeline.defs.blob_storage import build_blob_storage_defs
-from exports_pipeline.defs.source_profile import events_source_profile, source_profile_job
+from exports_pipeline.engine.assets import build_blob_storage_defs
+from exports_pipeline.source_profile import events_source_profile, source_profile_job
 from exports_pipeline.resources.clickhouse import ClickHouseResource
 from exports_pipeline.resources.object_store.resource import ObjectStoreResource
 from exports_pipeline.settings import Settings, get_settings

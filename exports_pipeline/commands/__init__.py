@@ -41,7 +41,7 @@ def require_project(value: str | None, *, strict: bool) -> str:
     if value is None or not value.strip():
         raise ValueError("--project must be a non-empty project id")
     if strict:
-        from exports_pipeline.defs.partitions import check_project_id
+        from exports_pipeline.engine.partitions import check_project_id
 
         try:
             check_project_id(value)

@@ -114,7 +114,7 @@ def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
 def _plan(project: str, entries: Sequence[EventLogEntry], integration: BlobIntegration | None,
           settings: Settings) -> list[_Group]:
     from exports_pipeline.errors import ConfigError, DeploymentFault
-    from exports_pipeline.export.blob import destination_for
+    from exports_pipeline.sinks.object_storage.export import destination_for
     from exports_pipeline.resources.object_store.destination import Destination
 
     by_place: dict[tuple[str, str | None, str], list[EventLogEntry]] = {}

@@ -255,7 +255,7 @@ def cmd_remove(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     from exports_pipeline.errors import ConfigError, DeploymentFault, ExportsError
-    from exports_pipeline.export.blob import destination_for
+    from exports_pipeline.sinks.object_storage.export import destination_for
     from exports_pipeline.resources.object_store.resource import ObjectStoreResource
 
     project = require_project(args.project, strict=False)
@@ -309,7 +309,7 @@ def _build(args: argparse.Namespace, base: BlobIntegration | None, secret: str |
     secret encrypted; plus the directory of a file:// destination (created by the caller)."""
     from exports_pipeline.crypto import SecretBox
     from exports_pipeline.errors import ConfigError
-    from exports_pipeline.export.keys import validate_template
+    from exports_pipeline.sinks.object_storage.keys import validate_template
     from exports_pipeline.resources.object_store.destination import Destination
     from exports_pipeline.state.models import BlobIntegration
 

@@ -75,6 +75,8 @@ class CursorsMixin(StoreBase):
         window_end: datetime,
         run_id: str | None,
         origin: datetime,
+        rows: int | None = None,
+        max_event_ts: str | None = None,
     ) -> Cursor:
         """Record [window_start, window_end) as delivered and advance the cursor as far as it is gap-free.
 
@@ -96,12 +98,13 @@ class CursorsMixin(StoreBase):
             assert cursor is not None
             stmt = _insert(conn, t.sync_windows).values(
                 sink=sink, project_id=project_id, window_start=window_start, window_end=window_end,
-                run_id=run_id, finished_at=now,
+                run_id=run_id, finished_at=now, row_count=rows, max_event_ts=max_event_ts,
             )
             conn.execute(stmt.on_conflict_do_update(
                 index_elements=["sink", "project_id", "window_start"],
                 set_={"window_end": stmt.excluded.window_end, "run_id": stmt.excluded.run_id,
-                      "finished_at": stmt.excluded.finished_at},
+                      "finished_at": stmt.excluded.finished_at, "row_count": stmt.excluded.row_count,
+                      "max_event_ts": stmt.excluded.max_event_ts},
             ))
             position = cursor.last_sync_at or origin
             w = t.sync_windows.c
@@ -160,3 +163,46 @@ class CursorsMixin(StoreBase):
                 .order_by(w.window_start)
             ).all()
         return [(start, end) for start, end in rows]
+
+    # ------------------------------------------------------------------ delivery records (API sinks)
+
+    def finished_pieces(self, sink: str, project_id: str, start: datetime, end: datetime
+                        ) -> list[tuple[datetime, datetime, int | None, str | None]]:
+        """Finished windows starting in [start, end): (start, end, rows, max_event_ts), oldest first."""
+        check_text("sink", sink)
+        check_text("project_id", project_id)
+        w = t.sync_windows.c
+        with self._read() as conn:
+            return [tuple(r) for r in conn.execute(
+                sa.select(w.window_start, w.window_end, w.row_count, w.max_event_ts)
+                .where(_key(t.sync_windows, sink, project_id), w.window_start >= start, w.window_start < end)
+                .order_by(w.window_start)
+            ).all()]
+
+    def forget_pieces(self, sink: str, project_id: str, start: datetime, end: datetime) -> int:
+        """Drop the delivery records of windows starting in [start, end) before the span is delivered
+        whole again (the cursor's position stays: the span is delivered, only its record is renewed)."""
+        check_text("sink", sink)
+        check_text("project_id", project_id)
+        w = t.sync_windows.c
+        with self._write() as conn:
+            return conn.execute(sa.delete(t.sync_windows).where(
+                _key(t.sync_windows, sink, project_id), w.window_start >= start, w.window_start < end)).rowcount
+
+    def delivered_states(self, sink: str, project_id: str, windows) -> dict:
+        """For each window (with .start/.end) delivered without a gap from its start to its end: the sum of
+        its pieces' rows and their latest max_event_ts, as an engine `WindowState` (start -> state)."""
+        from exports_pipeline.engine.sink import WindowState
+
+        out = {}
+        for window in windows:
+            pieces = self.finished_pieces(sink, project_id, window.start, window.end)
+            position, rows, latest = window.start, 0, None
+            for start, end, count, max_ts in pieces:
+                if start > position or count is None:
+                    break
+                position, rows = max(position, end), rows + count
+                latest = max(latest, max_ts) if latest and max_ts else (latest or max_ts)
+            if pieces and position >= window.end:
+                out[window.start] = WindowState(rows, latest)
+        return out

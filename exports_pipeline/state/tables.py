@@ -202,4 +202,7 @@ sync_windows = sa.Table(
     _ts("window_end", nullable=False),
     _text("run_id", nullable=True),
     _ts("finished_at", nullable=False),
+    # What was delivered (0003): API sinks compare these with ClickHouse to re-deliver changed windows.
+    sa.Column("row_count", sa.BigInteger(), nullable=True),
+    _text("max_event_ts", nullable=True),
 )

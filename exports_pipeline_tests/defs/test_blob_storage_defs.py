@@ -8,8 +8,8 @@ import json
 import dagster as dg
 import pytest
 
-from exports_pipeline.defs.blob_storage import plan_history_requests, plan_id
-from exports_pipeline.defs.partitions import check_project_id
+from exports_pipeline.engine.assets import plan_history_requests, plan_id
+from exports_pipeline.engine.partitions import check_project_id
 from exports_pipeline.state.models import BlobIntegration, blob_cursor_sink
 from exports_pipeline_tests.defs.harness import (
     add_local,

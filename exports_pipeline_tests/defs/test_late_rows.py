@@ -15,7 +15,7 @@ import uuid
 import dagster as dg
 import pytest
 
-from exports_pipeline.defs.late_rows import (
+from exports_pipeline.engine.late_rows import (
     SENSOR_NAME,
     ChangedWindow,
     WindowState,
@@ -25,7 +25,7 @@ from exports_pipeline.defs.late_rows import (
 )
 from exports_pipeline.events.ddl import create_events_table
 from exports_pipeline.events.queries import WINDOW_FILTER, qualified_table
-from exports_pipeline.export.windows import Window, iso
+from exports_pipeline.windows import Window, iso
 from exports_pipeline.resources.clickhouse import ClickHouseResource, chdb_client
 from exports_pipeline.state.models import BlobIntegration
 from exports_pipeline_tests.defs import harness

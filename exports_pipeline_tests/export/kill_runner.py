@@ -20,8 +20,8 @@ import sys
 import threading
 
 from exports_pipeline.crypto import SecretBox
-from exports_pipeline.export.partition import export_partition
-from exports_pipeline.export.windows import Window
+from exports_pipeline.engine.runner import export_partition
+from exports_pipeline.windows import Window
 from exports_pipeline.resources.clickhouse import ClickHouseResource
 from exports_pipeline.resources.object_store.resource import ObjectStoreResource
 from exports_pipeline.state.store import StateStore

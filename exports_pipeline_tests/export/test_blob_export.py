@@ -9,8 +9,8 @@ import os
 import pytest
 
 from exports_pipeline.errors import ConfigError
-from exports_pipeline.export.blob import ExportRequest, entity_type, export_window
-from exports_pipeline.export.windows import Window
+from exports_pipeline.sinks.object_storage.export import ExportRequest, entity_type, export_window
+from exports_pipeline.windows import Window
 from exports_pipeline.resources.object_store.destination import Destination
 from exports_pipeline.resources.object_store.resource import ObjectStoreResource
 from exports_pipeline.state.models import BlobIntegration

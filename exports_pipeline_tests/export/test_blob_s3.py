@@ -7,8 +7,8 @@ import datetime as dt
 import pytest
 
 from exports_pipeline.errors import CustomerFault, TransientFault
-from exports_pipeline.export.blob import export_window
-from exports_pipeline.export.windows import Window
+from exports_pipeline.sinks.object_storage.export import export_window
+from exports_pipeline.windows import Window
 from exports_pipeline.resources.clickhouse import ClickHouseError, ClickHouseResource
 from exports_pipeline_tests.seeded_events import DAY_END, DAY_START
 from exports_pipeline_tests.export.readback import clickhouse_rows, read_file

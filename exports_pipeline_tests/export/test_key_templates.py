@@ -9,8 +9,8 @@ import json
 import pytest
 
 from exports_pipeline.errors import ConfigError
-from exports_pipeline.export.blob import entity_type, export_window
-from exports_pipeline.export.keys import DEFAULT_KEY_TEMPLATE, validate_template
+from exports_pipeline.sinks.object_storage.export import entity_type, export_window
+from exports_pipeline.sinks.object_storage.keys import DEFAULT_KEY_TEMPLATE, validate_template
 from exports_pipeline.resources.object_store.destination import Destination
 from exports_pipeline.resources.object_store.resource import ObjectStoreResource
 from exports_pipeline.state.store import StateStore

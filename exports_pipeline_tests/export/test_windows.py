@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 
-from exports_pipeline.export.windows import iso
+from exports_pipeline.windows import iso
 
 
 def test_iso_reads_a_naive_timestamp_as_utc_whatever_the_machines_zone(monkeypatch):

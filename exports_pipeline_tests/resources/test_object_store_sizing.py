@@ -27,7 +27,7 @@ from exports_pipeline.resources.object_store import (
     classify_local_error,
     classify_s3_error,
 )
-from exports_pipeline.resources.object_store.retry import RetryPolicy, call_with_retries
+from exports_pipeline.retry import RetryPolicy, call_with_retries
 from exports_pipeline.resources.object_store.sizing import GiB, MiB, TiB
 
 

@@ -38,7 +38,7 @@ from exports_pipeline.resources.object_store.classify import (
     is_transient_code,
 )
 from exports_pipeline.resources.object_store.destination import Destination
-from exports_pipeline.resources.object_store.retry import RetryPolicy, call_with_retries
+from exports_pipeline.retry import RetryPolicy, call_with_retries
 from exports_pipeline.resources.object_store.s3_writer import S3Writer
 from exports_pipeline.resources.object_store.sizing import choose_part_size
 

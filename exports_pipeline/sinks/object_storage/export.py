@@ -26,10 +26,10 @@ from exports_pipeline.events.queries import (
     window_export_sql,
     window_probe_sql,
 )
-from exports_pipeline.export.attempts import claim, delete_stale, recorded_here, window_scratch
-from exports_pipeline.export.files import EngineParts, ExportedFile, TextFile, csv_header, parquet_rows
-from exports_pipeline.export.keys import DEFAULT_KEY_TEMPLATE, KeyContext, data_key, manifest_key, validate_template
-from exports_pipeline.export.windows import Window, iso, subrange_count
+from exports_pipeline.sinks.object_storage.attempts import claim, delete_stale, recorded_here, window_scratch
+from exports_pipeline.sinks.object_storage.files import EngineParts, ExportedFile, TextFile, csv_header, parquet_rows
+from exports_pipeline.sinks.object_storage.keys import DEFAULT_KEY_TEMPLATE, KeyContext, data_key, manifest_key, validate_template
+from exports_pipeline.windows import Window, iso, subrange_count
 from exports_pipeline.formats import content_type, effective_compression, file_extension, get_format
 from exports_pipeline.resources.clickhouse import ClickHouseResource, query_tags
 from exports_pipeline.resources.object_store.base import ObjectStore

@@ -1,8 +1,10 @@
-"""Time x project partitions, one definition per frequency.
+"""Time x project partitions of every windowed sink, one definition per sink and frequency, and the one
+codec of their keys.
 
-Dimensions are `date` (the window) and `project` (a dynamic dimension per frequency, kept equal to
-the enabled integrations of that frequency by the integrations sensor), so keys read
-`2026-11-19|proj-a` and `2026-11-19-10:00|proj-a`. Windows are UTC; weeks start on Monday.
+Dimensions are `date` (the window) and `project` (a dynamic dimension per sink and frequency, kept equal
+to the enabled integrations by the sink's integrations sensor), so keys read `2026-11-19|proj-a` and
+`2026-11-19-10:00|proj-a`. Windows are UTC; weeks start on Monday. A sink that delivers the current window
+hour by hour (`continues_open_window`) has the current window as a partition too (`end_offset=1`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Callable
 
 import dagster as dg
 
-from exports_pipeline.export.windows import FREQUENCIES
+from exports_pipeline.windows import FREQUENCIES
 
 # Dagster cannot use a dynamic key containing these (multi-partition keys are joined with "|").
 _PROJECT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
@@ -28,19 +30,20 @@ def check_project_id(project_id: str) -> str:
     return project_id
 
 
-def project_partitions(frequency: str) -> dg.DynamicPartitionsDefinition:
-    return dg.DynamicPartitionsDefinition(name=f"blob_storage_projects_{frequency}")
+def project_partitions(sink, frequency: str) -> dg.DynamicPartitionsDefinition:
+    return dg.DynamicPartitionsDefinition(name=sink.projects_dimension(frequency))
 
 
-def time_partitions(frequency: str, start: str) -> dg.TimeWindowPartitionsDefinition:
+def time_partitions(frequency: str, start: str, end_offset: int = 0) -> dg.TimeWindowPartitionsDefinition:
     if frequency == "hourly":
-        return dg.HourlyPartitionsDefinition(start_date=f"{start}-00:00", timezone="UTC")
+        return dg.HourlyPartitionsDefinition(start_date=f"{start}-00:00", timezone="UTC", end_offset=end_offset)
     if frequency == "daily":
-        return dg.DailyPartitionsDefinition(start_date=start, timezone="UTC")
+        return dg.DailyPartitionsDefinition(start_date=start, timezone="UTC", end_offset=end_offset)
     if frequency == "weekly":
         first = dt.date.fromisoformat(start)
         monday = first + dt.timedelta(days=(7 - first.weekday()) % 7)
-        return dg.WeeklyPartitionsDefinition(start_date=monday.isoformat(), day_offset=1, timezone="UTC")
+        return dg.WeeklyPartitionsDefinition(start_date=monday.isoformat(), day_offset=1, timezone="UTC",
+                                             end_offset=end_offset)
     raise ValueError(f"unknown frequency {frequency!r}; expected one of {list(FREQUENCIES)}")
 
 
@@ -57,17 +60,28 @@ def project_and_window(partitions_def: dg.MultiPartitionsDefinition,
     return dims["project"], window.start, window.end
 
 
-def export_partitions(frequency: str, start: str) -> dg.MultiPartitionsDefinition:
-    partitions_def = dg.MultiPartitionsDefinition({"date": time_partitions(frequency, start),
-                                                   "project": project_partitions(frequency)})
-    _explain_unknown_keys(partitions_def, frequency)
+def partition_key(time_fmt: str, start: dt.datetime, project: str) -> dg.MultiPartitionKey:
+    """The key of `project`'s window starting at `start` (`time_fmt`: the time dimension's format)."""
+    return dg.MultiPartitionKey({"date": start.strftime(time_fmt), "project": project})
+
+
+def project_of_key(key: str) -> str:
+    """The project of a `date|project` key (dimensions join in name order)."""
+    return key.rpartition("|")[2]
+
+
+def window_partitions(sink, frequency: str, start: str) -> dg.MultiPartitionsDefinition:
+    partitions_def = dg.MultiPartitionsDefinition({
+        "date": time_partitions(frequency, start, end_offset=1 if sink.continues_open_window else 0),
+        "project": project_partitions(sink, frequency)})
+    _explain_unknown_keys(partitions_def, sink, frequency)
     return partitions_def
 
 
 # ------------------------------------------------------------------------------- unknown partition keys
 
 
-def _explain_unknown_keys(partitions_def: dg.MultiPartitionsDefinition, frequency: str) -> None:
+def _explain_unknown_keys(partitions_def: dg.MultiPartitionsDefinition, sink, frequency: str) -> None:
     """Make Dagster's "Could not find a partition with key" say why, for this definition only.
 
     Dagster checks a key before any of our code runs (`dagster asset materialize --partition`, a run
@@ -84,17 +98,20 @@ def _explain_unknown_keys(partitions_def: dg.MultiPartitionsDefinition, frequenc
             return dagster_check(partition_key, context=context, **kwargs)
         except dg.DagsterUnknownPartitionError as exc:
             raise dg.DagsterUnknownPartitionError(
-                unknown_key_message(partitions_def, frequency, str(partition_key), _lookup_integration) or str(exc)
+                unknown_key_message(partitions_def, frequency, str(partition_key),
+                                    lambda project: _lookup_integration(sink, project), sink=sink) or str(exc)
             ) from None
 
     partitions_def.validate_partition_key = validate_partition_key  # type: ignore[method-assign]
 
 
 def unknown_key_message(partitions_def: dg.MultiPartitionsDefinition, frequency: str, key: str,
-                        lookup: Callable[[str], object]) -> str | None:
-    """Why `key` is not a partition of the `frequency` export asset; `lookup(project)` is the project's
+                        lookup: Callable[[str], object], *, sink=None) -> str | None:
+    """Why `key` is not a partition of the sink's `frequency` asset; `lookup(project)` is the project's
     integration (None without one) and may raise. None when the reason is not one of ours."""
-    asset = f"blob_storage_export_{frequency}"
+    if sink is None:
+        from exports_pipeline.sinks.object_storage.plugin import OBJECT_STORAGE as sink
+    asset = sink.asset_name(frequency)
     time_def = partitions_def.get_partitions_def_for_dimension("date")
     example = f"{time_def.get_first_partition_key() or '2026-11-19'}|proj-a"
     try:
@@ -111,23 +128,23 @@ def unknown_key_message(partitions_def: dg.MultiPartitionsDefinition, frequency:
         return (f"`{key}`: project {project!r} is not a registered partition of {asset} (could not read its "
                 f"integration: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
     if integration is None:
-        return (f"`{key}`: no such project: {project!r} has no object-storage integration "
+        return (f"`{key}`: no such project: {project!r} has no {sink.label} integration "
                 "(`exports-pipeline integrations list` shows the projects that have one)")
-    has = getattr(integration, "export_frequency", None)
+    has = sink.frequency_of(integration)
     if has != frequency:
         return (f"`{key}`: project {project!r} exports {has}, not {frequency}: its partitions belong to "
-                f"blob_storage_export_{has}")
+                f"{sink.asset_name(has)}")
     if not getattr(integration, "enabled", True):
         return (f"`{key}`: project {project!r} has an integration (frequency {has}) but it is disabled, so "
                 f"its partition is not registered: `exports-pipeline integrations enable --project {project}`, "
-                "then blob_storage_integrations_sensor registers it on its next tick")
+                f"then {sink.history_sensor_name} registers it on its next tick")
     return (f"`{key}`: project {project!r} has an integration (frequency {has}) but its partition is not "
-            "registered yet: blob_storage_integrations_sensor registers it on its next tick (every minute while "
+            f"registered yet: {sink.history_sensor_name} registers it on its next tick (every minute while "
             "`dagster dev` or `dagster-daemon run` runs with the sensor on); try again after that tick")
 
 
-def _lookup_integration(project: str):
+def _lookup_integration(sink, project: str):
     from exports_pipeline.settings import get_settings
     from exports_pipeline.state.store import StateStore
 
-    return StateStore(database_url=get_settings().database_url).get_blob_integration(project)
+    return sink.get_integration(StateStore(database_url=get_settings().database_url), project)

@@ -1,11 +1,14 @@
-"""Late rows: re-export recent windows whose source changed after their manifest was written.
+"""Late rows, for every windowed sink: re-deliver recent windows whose source changed after delivery.
 
-Langfuse ingests asynchronously, so spans can reach ClickHouse after their window was exported, and
-rows are updated or deleted later (new ReplacingMergeTree versions). `blob_storage_late_rows_sensor`
-finds those windows and re-materializes them; a re-run overwrites the window's objects and manifest
-(deterministic keys) and deletes files the new manifest no longer lists.
+Langfuse ingests asynchronously, so spans can reach ClickHouse after their window was delivered, and
+rows are updated or deleted later (new ReplacingMergeTree versions). Each sink's late-rows sensor
+(`blob_storage_late_rows_sensor` for object storage) finds those windows and re-materializes them; a
+re-run delivers the window again with the same keys or event ids. What a window was delivered with comes
+from the sink (`WindowedSink.recorded_states`): object storage reads its manifests (below), an API sink
+its delivery records in the state DB (`sync_windows.row_count` / `max_event_ts`, summed over the pieces
+an hourly schedule sent).
 
-One tick, for each ENABLED object-storage integration of every frequency:
+One tick, for each ENABLED integration of the sink, of every frequency:
 
 1. The windows to look at: complete windows that ended within `EXPORTS_LATE_ROWS_LOOKBACK_HOURS`
    (`now - lookback < end <= now - settle`: windows still settling are the schedule's), that are
@@ -51,38 +54,18 @@ from dataclasses import dataclass, field
 import dagster as dg
 from dagster import SensorEvaluationContext
 
-from exports_pipeline.crypto import SecretBox
-from exports_pipeline.defs.partitions import project_partitions
-from exports_pipeline.errors import ExportsError, ObjectNotFound
+from exports_pipeline.engine.partitions import partition_key, project_of_key, project_partitions
+from exports_pipeline.engine.sink import EMPTY, WindowedSink, WindowState
+from exports_pipeline.errors import ExportsError
 from exports_pipeline.events.queries import window_states_sql
-from exports_pipeline.export.blob import destination_for
-from exports_pipeline.export.keys import DEFAULT_KEY_TEMPLATE, KeyContext, manifest_key, validate_template
-from exports_pipeline.export.partition import history_start
-from exports_pipeline.export.windows import FREQUENCIES, FREQUENCY_STEP, Window, iso, window_floor
 from exports_pipeline.resources.clickhouse import ClickHouseError, ClickHouseResource, query_tags
-from exports_pipeline.resources.object_store.base import ObjectStore
-from exports_pipeline.resources.object_store.resource import ObjectStoreResource
-from exports_pipeline.state.models import BlobIntegration
-from exports_pipeline.state.store import StateStore
+from exports_pipeline.windows import FREQUENCIES, FREQUENCY_STEP, Window, iso, window_floor
 
-SENSOR_NAME = "blob_storage_late_rows_sensor"
 MAX_LATE_REQUESTS_PER_TICK = 24
 # Runs of a partition in these states may still write its manifest: the window is left alone meanwhile.
 IN_FLIGHT_STATUSES = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
                       dg.DagsterRunStatus.STARTED]
 PARTITION_TAG = "dagster/partition"
-
-
-@dataclass(frozen=True)
-class WindowState:
-    """Latest-version rows of a window and their max(event_ts), as a manifest's `source` records them
-    (`max_event_ts` in the manifests' ISO form, None for an empty window)."""
-
-    rows: int
-    max_event_ts: str | None
-
-
-EMPTY = WindowState(0, None)
 
 
 @dataclass(frozen=True)
@@ -122,41 +105,14 @@ def recent_windows(now: dt.datetime, frequency: str, *, lookback: dt.timedelta, 
 
 
 def source_window_states(clickhouse: ClickHouseResource, project_id: str, frequency: str,
-                         span: Window) -> dict[dt.datetime, WindowState]:
+                         span: Window, sensor: str = "late_rows") -> dict[dt.datetime, WindowState]:
     """ClickHouse's count() and max(event_ts) (FINAL) per window start of `frequency` within `span`, in one
     query; windows without rows are absent."""
     rows = clickhouse.query(window_states_sql(clickhouse.events_table, frequency),
                             {"project_id": project_id, "start": span.start, "end": span.end},
-                            tags=query_tags(sensor=SENSOR_NAME, project=project_id, frequency=frequency))
+                            tags=query_tags(sensor=sensor, project=project_id, frequency=frequency))
     return {dt.datetime.fromtimestamp(int(start), dt.UTC): WindowState(int(count), iso(latest))
             for start, count, latest in rows if int(count)}
-
-
-def read_manifest_states(store: ObjectStore, integration: BlobIntegration, frequency: str, windows: list[Window],
-                         log: Callable[[str], None]) -> dict[dt.datetime, WindowState]:
-    """What each window's manifest says about its source; windows without a (readable) manifest of that
-    very window are left out. Store faults other than a missing key propagate."""
-    template = validate_template(integration.key_template or DEFAULT_KEY_TEMPLATE)
-    out: dict[dt.datetime, WindowState] = {}
-    for window in windows:
-        key = manifest_key(template, KeyContext(store.destination.prefix, integration.project_id, frequency, window))
-        try:
-            raw = store.get_bytes(key)
-        except ObjectNotFound:
-            continue
-        try:
-            manifest = json.loads(raw)
-            bounds = (manifest["window"]["start"], manifest["window"]["end"])
-            source = manifest["source"]
-            state = WindowState(int(source["row_count"]), source["max_event_ts"])
-        except (ValueError, KeyError, TypeError):
-            log(f"late rows: {store.uri(key)} is not a readable manifest; window left alone")
-            continue
-        # A custom key template may put another frequency's window of the same start in the same place.
-        if bounds != (iso(window.start), iso(window.end)):
-            continue
-        out[window.start] = state
-    return out
 
 
 # ------------------------------------------------------------------------------------------ planning
@@ -174,9 +130,9 @@ def plan_late_requests(changed: list[ChangedWindow], *, requested: dict, in_flig
     """
     new: dict[str, dict[str, str]] = {}
     for frequency, entries in requested.items():
-        for partition_key, run_key in entries.items():
-            if (frequency, partition_key.rpartition("|")[2]) in unchecked:
-                new.setdefault(frequency, {})[partition_key] = run_key
+        for key, run_key in entries.items():
+            if (frequency, project_of_key(key)) in unchecked:
+                new.setdefault(frequency, {})[key] = run_key
     requests: list[dg.RunRequest] = []
     order = {f: i for i, f in enumerate(FREQUENCIES)}
     for c in sorted(changed, key=lambda c: (c.window.start, order[c.frequency], c.project_id)):
@@ -209,31 +165,32 @@ class _Scan:
     query_errors: list[ClickHouseError] = field(default_factory=list)
 
 
-def scan_integration(*, integration: BlobIntegration, frequency: str, clickhouse: ClickHouseResource,
-                     object_store: ObjectStoreResource, box: SecretBox | None, now: dt.datetime,
-                     lookback: dt.timedelta, settle: dt.timedelta, partitions_start: dt.datetime, time_fmt: str,
-                     scan: _Scan, log: Callable[[str], None]) -> None:
-    """Compare one integration's recent manifests with ClickHouse; add changed windows to `scan`."""
+def scan_integration(*, sink: WindowedSink, integration, frequency: str, clickhouse: ClickHouseResource,
+                     state, resources: dict, now: dt.datetime, lookback: dt.timedelta, settle: dt.timedelta,
+                     partitions_start: dt.datetime, time_fmt: str, scan: _Scan,
+                     log: Callable[[str], None]) -> None:
+    """Compare what one integration delivered recently with ClickHouse; add changed windows to `scan`."""
     project = integration.project_id
     try:
-        exports_from = None if integration.export_mode == "FULL_HISTORY" else history_start(integration, clickhouse)
+        exports_from = sink.history_start(integration, clickhouse) if sink.starts_at(integration) else None
         windows = recent_windows(now, frequency, lookback=lookback, settle=settle,
                                  partitions_start=partitions_start, exports_from=exports_from)
         if not windows:
             return
-        with object_store.open(destination_for(integration, box)) as store:
-            manifests = read_manifest_states(store, integration, frequency, windows, log)
-    except ExportsError as exc:  # their messages never carry secrets (a DecryptionError is one too)
+        recorded = sink.recorded_states(state=state, resources=resources, integration=integration,
+                                        frequency=frequency, windows=windows, log=log)
+    except ExportsError as exc:  # messages of these never carry secrets
         scan.unchecked.add((frequency, project))
         log(f"late rows: skipped {project} ({frequency}) this tick: {type(exc).__name__}: {exc}")
         return
-    if not manifests:
+    if not recorded:
         return
-    starts = sorted(manifests)
+    starts = sorted(recorded)
     scan.queries += 1
     try:
         source = source_window_states(clickhouse, project, frequency,
-                                      Window(starts[0], starts[-1] + FREQUENCY_STEP[frequency]))
+                                      Window(starts[0], starts[-1] + FREQUENCY_STEP[frequency]),
+                                      sensor=sink.late_rows_sensor_name)
     except ClickHouseError as exc:
         scan.unchecked.add((frequency, project))
         scan.query_errors.append(exc)
@@ -241,23 +198,24 @@ def scan_integration(*, integration: BlobIntegration, frequency: str, clickhouse
         return
     for start in starts:
         scan.windows_compared += 1
-        now_state, manifest = source.get(start, EMPTY), manifests[start]
-        if now_state != manifest:
-            key = dg.MultiPartitionKey({"date": start.strftime(time_fmt), "project": project})
+        now_state, delivered = source.get(start, EMPTY), recorded[start]
+        if now_state != delivered:
+            key = partition_key(time_fmt, start, project)
             scan.changed.append(ChangedWindow(frequency, project, Window(start, start + FREQUENCY_STEP[frequency]),
-                                              str(key), manifest, now_state))
+                                              str(key), delivered, now_state))
 
 
 def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def build_late_rows_sensor(jobs: dict, assets: dict, *, partitions_start: str, settle_minutes: int,
-                           lookback_hours: int, interval_seconds: int, run_tags: dict[str, str],
-                           secret_box: Callable[[], SecretBox | None],
+def build_late_rows_sensor(sink: WindowedSink, jobs: dict, assets: dict, *, partitions_start: str,
+                           settle_minutes: int, lookback_hours: int, interval_seconds: int,
                            clock: Callable[[], dt.datetime] | None = None) -> dg.SensorDefinition:
-    """The late-rows sensor over the per-frequency export `jobs` and `assets`; `clock` gives "now" (the
+    """The sink's late-rows sensor over its per-frequency `jobs` and `assets`; `clock` gives "now" (the
     wall clock by default; tests pin it)."""
+    from exports_pipeline.engine.assets import sink_tags
+
     clock = clock or _utc_now
     lookback = dt.timedelta(hours=lookback_hours)
     settle = dt.timedelta(minutes=settle_minutes)
@@ -265,33 +223,35 @@ def build_late_rows_sensor(jobs: dict, assets: dict, *, partitions_start: str, s
     job_names = {f: job.name for f, job in jobs.items()}
 
     @dg.sensor(
-        name=SENSOR_NAME,
+        name=sink.late_rows_sensor_name,
         jobs=list(jobs.values()),
         minimum_interval_seconds=interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description=f"Re-exports windows that ended in the last {lookback_hours} h whose ClickHouse count() or "
-        "max(event_ts) no longer matches their manifest (late rows, updates, deletions), oldest first.",
+        required_resource_keys={"clickhouse", "state", *sink.resource_keys},
+        description=f"Re-delivers {sink.label} windows that ended in the last {lookback_hours} h whose ClickHouse "
+        "count() or max(event_ts) no longer matches what was delivered (late rows, updates, deletions), oldest "
+        "first.",
     )
-    def _sensor(context: SensorEvaluationContext, clickhouse: ClickHouseResource,
-                object_store: ObjectStoreResource, state: StateStore):
+    def _sensor(context: SensorEvaluationContext):
+        clickhouse, state = context.resources.clickhouse, context.resources.state
+        resources = {key: getattr(context.resources, key) for key in sink.resource_keys}
         now = clock().astimezone(dt.UTC)
         requested = json.loads(context.cursor) if context.cursor else {}
-        box = secret_box()
         scan = _Scan()
         in_flight: set[tuple[str, str]] = set()
-        for frequency in FREQUENCIES:
-            enabled = state.list_blob_integrations(enabled=True, frequency=frequency)
+        for frequency in sink.frequencies:
+            enabled = sink.list_enabled(state, frequency)
             if not enabled:
                 continue
             # A project not yet in the dimension (the integrations sensor adds it) has no partitions to run.
-            known = set(context.instance.get_dynamic_partitions(project_partitions(frequency).name))
+            known = set(context.instance.get_dynamic_partitions(project_partitions(sink, frequency).name))
             time_fmt = assets[frequency].partitions_def.primary_dimension.partitions_def.fmt
             for integration in enabled:
                 if integration.project_id in known:
-                    scan_integration(integration=integration, frequency=frequency, clickhouse=clickhouse,
-                                     object_store=object_store, box=box, now=now, lookback=lookback,
-                                     settle=settle, partitions_start=first, time_fmt=time_fmt, scan=scan,
-                                     log=context.log.warning)
+                    scan_integration(sink=sink, integration=integration, frequency=frequency,
+                                     clickhouse=clickhouse, state=state, resources=resources, now=now,
+                                     lookback=lookback, settle=settle, partitions_start=first, time_fmt=time_fmt,
+                                     scan=scan, log=context.log.warning)
             runs = context.instance.get_runs(filters=dg.RunsFilter(job_name=job_names[frequency],
                                                                    statuses=IN_FLIGHT_STATUSES))
             in_flight |= {(frequency, r.tags[PARTITION_TAG]) for r in runs if PARTITION_TAG in r.tags}
@@ -299,8 +259,8 @@ def build_late_rows_sensor(jobs: dict, assets: dict, *, partitions_start: str, s
             raise scan.query_errors[0]  # ClickHouse answered no project: fail the tick, visibly
         requests, cursor = plan_late_requests(scan.changed, requested=requested, in_flight=in_flight,
                                               unchecked=scan.unchecked, limit=MAX_LATE_REQUESTS_PER_TICK,
-                                              job_names=job_names, run_tags=run_tags)
-        context.log.info(f"late rows: compared {scan.windows_compared} window(s) with their manifests, "
+                                              job_names=job_names, run_tags=sink_tags(sink))
+        context.log.info(f"late rows: compared {scan.windows_compared} window(s) with what was delivered, "
                          f"{len(scan.changed)} changed, {len(requests)} requested")
         return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))
 

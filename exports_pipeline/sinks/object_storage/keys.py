@@ -13,7 +13,7 @@ import string
 from dataclasses import dataclass
 
 from exports_pipeline.errors import ConfigError
-from exports_pipeline.export.windows import FREQUENCY_STEP, Window, key_timestamp, window_floor
+from exports_pipeline.windows import FREQUENCY_STEP, Window, key_timestamp, window_floor
 from exports_pipeline.formats import COMPRESSIONS, FORMATS, file_extension
 
 DEFAULT_KEY_TEMPLATE = "{prefix}{project_id}/events/{frequency}/{window_start}_{window_end}/part-{part:05d}.{ext}"

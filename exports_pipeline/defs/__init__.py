@@ -1,1 +1,0 @@
-"""Dagster objects, one module per capability; `exports_pipeline.definitions` wires them."""

@@ -9,9 +9,11 @@ maps as dicts, arrays as lists, NULL as None.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import gzip
 import io
 import json
+from collections.abc import Callable
 from decimal import Decimal
 
 import pyarrow as pa
@@ -64,37 +66,47 @@ def _tuple_elements(ch_type: str) -> list[tuple[str | None, str]]:
 
 def canonical(ch_type: str, value):
     """One value of `ch_type`, from any reader (ClickHouse's native protocol or a file), in canonical form."""
-    if value is None:
-        return None
+    return None if value is None else converter(ch_type)(value)
+
+
+@functools.lru_cache(maxsize=None)
+def converter(ch_type: str) -> Callable:
+    """The canonical-form function of a (non-NULL) value of `ch_type`, built once per type."""
     name = type_name(base_type(ch_type))
     if is_datetime(ch_type):
-        return _ts(value)
+        return _ts
     if name == "Map":
-        if isinstance(value, list):  # Parquet maps come back as (key, value) pairs
-            value = dict(value)
         _, value_type = map_types(ch_type)
-        return {k: canonical(value_type, v) for k, v in sorted(value.items())}
+
+        def as_map(value):
+            if isinstance(value, list):  # Parquet maps come back as (key, value) pairs
+                value = dict(value)
+            return {k: canonical(value_type, v) for k, v in sorted(value.items())}
+        return as_map
     if name == "Array":
-        return [canonical(array_element_type(ch_type), v) for v in value]
+        element = array_element_type(ch_type)
+        return lambda value: [canonical(element, v) for v in value]
     if name == "Tuple":
         elements = _tuple_elements(ch_type)
-        if isinstance(value, dict):  # JSON objects of named tuples; Parquet structs ("1", "2" when unnamed)
-            value = list(value.values())
-        items = [canonical(t, v) for (_, t), v in zip(elements, value, strict=True)]
-        if all(n is not None for n, _ in elements):
-            return dict(zip((n for n, _ in elements), items, strict=True))
-        return items
+        named = all(n is not None for n, _ in elements)
+
+        def as_tuple(value):
+            if isinstance(value, dict):  # JSON objects of named tuples; Parquet structs ("1", "2" when unnamed)
+                value = list(value.values())
+            items = [canonical(t, v) for (_, t), v in zip(elements, value, strict=True)]
+            return dict(zip((n for n, _ in elements), items, strict=True)) if named else items
+        return as_tuple
     if name == "JSON":
-        return json.loads(value, parse_float=Decimal) if isinstance(value, str) else value
+        return lambda value: json.loads(value, parse_float=Decimal) if isinstance(value, str) else value
     if is_decimal(ch_type):
-        return _dec(value)
+        return _dec
     if is_bool(ch_type):
-        return value if isinstance(value, bool) else {"true": True, "false": False}[value]
+        return lambda value: value if isinstance(value, bool) else {"true": True, "false": False}[value]
     if is_integer(ch_type):
-        return int(value)  # text in CSV, and in Parquet for 128/256-bit integers
+        return int  # text in CSV, and in Parquet for 128/256-bit integers
     if name in _TEXT_TYPES:
-        return str(value)
-    return value
+        return str
+    return lambda value: value
 
 
 def canonical_row(row: dict, columns: list[dict] = REGISTRY_COLUMNS) -> dict:

@@ -178,3 +178,18 @@ def test_a_table_without_a_row_selection_column_is_a_deployment_fault_and_nothin
         assert re.search(rf"no column .*\b{lacking}\b", str(caught.value))
     assert [os.path.join(d, n) for d, ds, fs in os.walk(out) for n in fs + ds] == []
     assert state.list_event_log("proj-1", "blob_storage_export_daily", f"{WINDOW.start:%Y-%m-%d}|proj-1") == []
+
+
+def test_over_http_with_the_table_named_without_its_database(pre_0042, chdb_http, tmp_path):
+    """The columns are read through the server's own parameter binding, in the URL's database."""
+    database, table = pre_0042.events_table.split(".")
+    ch = ClickHouseResource(url=f"http://default:pw@127.0.0.1:{chdb_http.port}/{database}?compress=false",
+                            events_table=table)
+    result = export_window(ch, local_store(tmp_path), integration(str(tmp_path), file_types=("csv",)), request())
+    assert result.manifest["missing_columns"] == list(MIGRATION_0042_COLUMNS)
+    want = clickhouse_rows(pre_0042, "proj-1", DAY_START, DAY_END, result.manifest["columns"])
+    (f,) = result.files
+    assert read_file((tmp_path / f.obj.key).read_bytes(), "csv", "none", result.manifest["columns"]) == want
+    with pytest.raises(DeploymentFault, match="no_such_table"):
+        export_window(ClickHouseResource(url=ch.url, events_table="no_such_table"), local_store(tmp_path),
+                      integration(str(tmp_path)), request())

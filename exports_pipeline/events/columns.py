@@ -200,7 +200,9 @@ STORED_COLUMNS: tuple[Column, ...] = tuple(c for c in COLUMNS if c.is_stored)
 #: Columns an INSERT may name (plain + DEFAULT); MATERIALIZED and ALIAS are computed by the server.
 INSERT_COLUMNS: tuple[Column, ...] = tuple(c for c in COLUMNS if c.is_insertable)
 
-#: The columns a full export writes, in table order: every stored column PLUS the ALIAS `total_cost`.
+#: The columns an export of a table of the registry's shape writes, in table order: every stored column
+#: PLUS the ALIAS `total_cost`. (A run writes what the deployed table has, `events/schema.py`, which
+#: exports every selectable column the same way; these are the ones it reports as missing when absent.)
 #: Why total_cost is included: Langfuse's own events export (blob storage `observations_v2`, field group
 #: `usage`) and the legacy observations export both write a `total_cost` field, and the PostHog/Mixpanel
 #: mappings read the total cost; a consumer of a "full" file expects it. Because MATERIALIZED columns are

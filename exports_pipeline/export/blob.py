@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 
 from exports_pipeline.crypto import SecretBox
 from exports_pipeline.errors import ConfigError
-from exports_pipeline.events.schema import ExportSchema, read_export_schema
 from exports_pipeline.events.queries import (
     PARQUET_SETTINGS,
     TEXT_SETTINGS,
@@ -26,6 +25,7 @@ from exports_pipeline.events.queries import (
     window_export_sql,
     window_probe_sql,
 )
+from exports_pipeline.events.schema import ExportSchema, read_export_schema
 from exports_pipeline.export.files import EngineParts, ExportedFile, TextFile, csv_header, parquet_rows
 from exports_pipeline.export.keys import DEFAULT_KEY_TEMPLATE, KeyContext, data_key, manifest_key, validate_template
 from exports_pipeline.export.windows import Window, iso, subrange_count

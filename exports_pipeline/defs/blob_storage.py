@@ -106,6 +106,10 @@ def build_export_asset(frequency: str, partitions_start: str) -> dg.AssetsDefini
                 "rows_per_second": round(result.rows / result.seconds, 1) if result.seconds else 0.0,
                 "formats": ", ".join(result.manifest["formats"]),
                 "stale_objects_deleted": len(result.deleted_stale),
+                # the columns written (the deployed table's) and the registry columns it lacks, as in the manifest
+                "dagster/column_schema": dg.TableSchema(columns=[
+                    dg.TableColumn(c["name"], c["type"]) for c in result.manifest["columns"]]),
+                "missing_columns": dg.MetadataValue.json(result.manifest["missing_columns"]),
             },
             check_results=[dg.AssetCheckResult(
                 check_name=ROW_COUNT_CHECK, passed=passed,

@@ -41,6 +41,7 @@ import pyarrow.parquet as pq
 from bench.prepare import OUT_DIR, PROJECT, TABLE, WINDOWS, clickhouse, exclusive_run, load_marker
 from exports_pipeline.crypto import SecretBox
 from exports_pipeline.events.queries import PARQUET_SETTINGS, TEXT_SETTINGS, window_export_sql
+from exports_pipeline.events.schema import read_export_schema
 from exports_pipeline.sinks.object_storage.export import ExportRequest, destination_for, export_window
 from exports_pipeline.formats import get_format
 from exports_pipeline.resources.clickhouse import query_tags
@@ -83,7 +84,7 @@ def run_native(fmt_name: str, window: str, rows: int) -> dict:
     warm_up_engine(ch)
     fmt = get_format(fmt_name)
     w = WINDOWS[window]
-    sql = window_export_sql(TABLE, fmt_name)
+    sql = window_export_sql(TABLE, fmt_name, read_export_schema(ch).columns)  # the export's own column list
     settings = TEXT_SETTINGS if fmt.text else PARQUET_SETTINGS
     params = {"project_id": PROJECT, "start": w.start, "end": w.end}
     path = native_path(fmt_name, window)

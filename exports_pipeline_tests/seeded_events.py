@@ -8,9 +8,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from exports_pipeline.events.columns import INSERT_COLUMNS
 from exports_pipeline.events.ddl import create_events_table
+from exports_pipeline.events.queries import qualified_table
 from exports_pipeline.events.seed import seed
 from exports_pipeline.resources.clickhouse import ClickHouseResource, chdb_client
+from exports_pipeline.settings import chdb_path_of
 
 DAY = dt.date(2026, 11, 2)
 DAY_START = dt.datetime(2026, 11, 2, tzinfo=dt.UTC)
@@ -30,3 +33,29 @@ def seeded(chdb_path: str) -> Iterator[ClickHouseResource]:
     yield ClickHouseResource(url=f"chdb://{chdb_path}", events_table=table)
     with chdb_client(chdb_path) as client:
         client.command(f"DROP DATABASE IF EXISTS {database} SYNC")
+
+
+#: Langfuse migration 0042's columns, the ones a deployment that has not run it lacks.
+MIGRATION_0042_COLUMNS = ("ingestion_api_key", "ingestion_sdk_name", "ingestion_sdk_version")
+
+
+def copy_events_table(source: ClickHouseResource, table: str, *, drop: tuple[str, ...] = (),
+                      add: tuple[str, ...] = (), fill: dict[str, str] | None = None) -> ClickHouseResource:
+    """A copy of `source`'s table as `table` (every stored version, unmerged), shaped like another
+    deployment: `drop` columns dropped (as a Langfuse down migration does), `add` column definitions
+    ALTERed in (as a later migration would), filled from `fill` (column -> SQL expression over the
+    source row)."""
+    fill = fill or {}
+    names = [c.name for c in INSERT_COLUMNS if c.name not in drop]
+    target = qualified_table(table)
+    with chdb_client(chdb_path_of(source.url)) as client:
+        create_events_table(client, table)
+        for name in drop:
+            client.command(f"ALTER TABLE {target} DROP COLUMN `{name}`")
+        for definition in add:
+            client.command(f"ALTER TABLE {target} ADD COLUMN {definition}")
+        columns = ", ".join(f"`{n}`" for n in [*names, *fill])
+        values = ", ".join([*(f"`{n}`" for n in names), *fill.values()])
+        client.command(f"INSERT INTO {target} ({columns}) SELECT {values} FROM {qualified_table(source.events_table)} "
+                       "SETTINGS optimize_on_insert = 0")
+    return ClickHouseResource(url=source.url, events_table=table)

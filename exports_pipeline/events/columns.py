@@ -1,9 +1,11 @@
 """The column registry of Langfuse's `events_full` table: one ordered source of truth.
 
-The list follows Langfuse migration `0039_create_events_full` (unclustered) with the `0042` ingestion
-attribution columns folded in, column for column and in table order (reference: langfuse-exports.md §1.1).
-`ddl.py` renders the CREATE TABLE from this tuple, and a test compares `system.columns` of the created
-table with it, so the DDL, the exports and the type classification below cannot drift apart.
+The list follows Langfuse migration `0039_create_events_full` (unclustered) column for column, followed
+by the three columns that migration `0042` ALTERs in (reference: langfuse-exports.md §1.1): the table as
+a deployment that ran both has it. `ddl.py` renders the CREATE TABLE from this tuple, and a test compares
+`system.columns` of the created table with it. A deployed table may differ (0042 not run, columns of
+later migrations): what a run exports is the live table's columns (`events/schema.py`); the registry
+says which columns are expected, so a run can report the ones a table lacks.
 
 Type strings are written exactly as ClickHouse normalises them in `system.columns.type`
 (`Decimal(18, 12)` with a space, `Bool`, `LowCardinality(String)` ...), because that is what the
@@ -198,7 +200,9 @@ STORED_COLUMNS: tuple[Column, ...] = tuple(c for c in COLUMNS if c.is_stored)
 #: Columns an INSERT may name (plain + DEFAULT); MATERIALIZED and ALIAS are computed by the server.
 INSERT_COLUMNS: tuple[Column, ...] = tuple(c for c in COLUMNS if c.is_insertable)
 
-#: The columns a full export writes, in table order: every stored column PLUS the ALIAS `total_cost`.
+#: The columns an export of a table of the registry's shape writes, in table order: every stored column
+#: PLUS the ALIAS `total_cost`. (A run writes what the deployed table has, `events/schema.py`, which
+#: exports every selectable column the same way; these are the ones it reports as missing when absent.)
 #: Why total_cost is included: Langfuse's own events export (blob storage `observations_v2`, field group
 #: `usage`) and the legacy observations export both write a `total_cost` field, and the PostHog/Mixpanel
 #: mappings read the total cost; a consumer of a "full" file expects it. Because MATERIALIZED columns are
@@ -319,16 +323,28 @@ def is_unsigned(ch_type: str) -> bool:
 
 
 def split_args(inner: str) -> list[str]:
-    """Split the top-level comma-separated arguments of a type: `LowCardinality(String), Decimal(18, 12)`."""
+    """Split the top-level comma-separated arguments of a type: `LowCardinality(String), Decimal(18, 12)`.
+    Quoted text (Enum names, time zones, backquoted tuple element names) never splits or nests."""
     args: list[str] = []
     depth = 0
+    quote = ""
     cur: list[str] = []
+    escaped = False
     for ch in inner:
-        if ch == "(":
+        if quote:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == quote:
+                quote = ""
+        elif ch in "'`":
+            quote = ch
+        elif ch == "(":
             depth += 1
         elif ch == ")":
             depth -= 1
-        if ch == "," and depth == 0:
+        if ch == "," and depth == 0 and not quote:
             args.append("".join(cur).strip())
             cur = []
         else:

@@ -1,10 +1,15 @@
 """CREATE TABLE for Langfuse's `events_full`, rendered from the column registry.
 
-Mirrors Langfuse's unclustered migration `0039_create_events_full` with the `0042` ingestion attribution
-columns and the `0043` ngram index folded in (Langfuse itself folds them into 0039 in its latest tree):
-`ReplacingMergeTree(event_ts, is_deleted)`, monthly partitions on `start_time`, the minute/trace-hash key,
-`SAMPLE BY xxHash32(trace_id)`, ZSTD(3) on input/output, bloom-filter/minmax/text/ngram skip indexes
-and the table SETTINGS of §1.1.
+The shape of a deployment that has run Langfuse's unclustered migrations up to `0043`:
+`0039_create_events_full` creates the table (`ReplacingMergeTree(event_ts, is_deleted)`, monthly
+partitions on `start_time`, the minute/trace-hash key, `SAMPLE BY xxHash32(trace_id)`, ZSTD(3) on
+input/output, bloom-filter/minmax/text skip indexes, the table SETTINGS of §1.1);
+`0042_add_events_ingestion_attribution_columns` then ALTERs in the three `ingestion_*` columns (so they
+come last, as here) and `0043_add_events_metadata_ngram_index` ALTERs in the ngram index
+`idx_ngram_metadata_values`. Langfuse keeps 0042 and 0043 as separate ALTER migrations (0039 does not
+contain them), so a deployment that has not run 0042 lacks the three columns: exports read the live
+table's columns (`events/schema.py`) instead of assuming this shape. We create the end state in one
+statement because dev, demo and tests need only the result.
 
 Measured on chDB 4.4.0 (ClickHouse 26.9.2.1): every column, index and setting is accepted as written,
 nothing had to be dropped. `enable_full_text_index = 1` is a query-level setting (it unlocks the `text`
@@ -38,8 +43,8 @@ INDEXES: tuple[tuple[str, str, str, int | None], ...] = (
     ("idx_fts_output_low", "lower(output)", "text(tokenizer = splitByNonAlpha)", None),
     ("idx_fts_metadata_values", "metadata_values", "text(tokenizer = splitByNonAlpha)", None),
     ("idx_fts_metadata_names", "metadata_names", "text(tokenizer = splitByNonAlpha)", None),
-    # migration 0043
-    ("idx_fts_metadata_values_ngram", "arrayStringConcat(metadata_values)", "ngrambf_v1(4, 32000, 3, 0)", 2),
+    # migration 0043 (ALTER TABLE ... ADD INDEX), named as Langfuse names it
+    ("idx_ngram_metadata_values", "arrayStringConcat(metadata_values)", "ngrambf_v1(4, 32000, 3, 0)", 2),
 )
 
 #: Table SETTINGS of events_full (§1.1), in Langfuse's order. None rejected by chDB 26.9 (see module doc).

@@ -8,8 +8,11 @@ sorting the window in memory.
 
 from __future__ import annotations
 
-from exports_pipeline.events.columns import EXPORT_COLUMNS, is_array, is_map
+from collections.abc import Iterable
+
+from exports_pipeline.events.columns import Column
 from exports_pipeline.events.ddl import qualified_name
+from exports_pipeline.events.rendering import select_expression
 
 # Half-open window on start_time, bound as parameters; DateTime64 parameters are read as UTC.
 WINDOW_FILTER = (
@@ -32,6 +35,7 @@ PARQUET_SETTINGS = {
     "output_format_parquet_row_group_size": 100_000,
     "output_format_parquet_compression_method": "zstd",
     "output_format_parquet_string_as_string": 1,
+    "output_format_parquet_fixed_string_as_fixed_byte_array": 0,
 }
 
 
@@ -39,30 +43,43 @@ def qualified_table(name: str) -> str:
     return qualified_name(name)
 
 
-def export_select_list(fmt_name: str) -> str:
-    """The columns as each format writes them: CSV carries maps and arrays as JSON text."""
-    items = []
-    for col in EXPORT_COLUMNS:
-        if fmt_name == "csv" and (is_map(col.ch_type) or is_array(col.ch_type)):
-            items.append(f"toJSONString(`{col.name}`) AS `{col.name}`")
-        else:
-            items.append(f"`{col.name}`")
-    return ", ".join(items)
+def export_select_list(fmt_name: str, columns: Iterable[Column]) -> str:
+    """The columns as format `fmt_name` writes them (`events/rendering.py`), in the given order: the
+    deployed table's columns (`events/schema.py`), not the registry's."""
+    return ", ".join(select_expression(c.name, c.ch_type, fmt_name) for c in columns)
 
 
-def window_export_sql(table: str, fmt_name: str) -> str:
+def window_export_sql(table: str, fmt_name: str, columns: Iterable[Column]) -> str:
     return (
-        f"SELECT {export_select_list(fmt_name)} FROM {qualified_table(table)} FINAL "
+        f"SELECT {export_select_list(fmt_name, columns)} FROM {qualified_table(table)} FINAL "
         f"WHERE {WINDOW_FILTER} ORDER BY {SORT_KEY}"
     )
 
 
-def window_probe_sql(table: str) -> str:
+#: Small stored columns whose sum sizes a window's I/O text without reading the text (Langfuse 0039's
+#: MATERIALIZED lengthUTF8 columns).
+IO_LENGTH_COLUMNS = ("input_length", "output_length")
+
+
+def window_probe_sql(table: str, column_names: Iterable[str]) -> str:
     """Stored rows (all versions) and their I/O text size in a window, from small columns only and
-    without FINAL: an estimate to size sub-ranges, not a count."""
+    without FINAL: an estimate to size sub-ranges, not a count. A table without the length columns
+    sizes by rows alone."""
+    present = set(column_names)
+    io = " + ".join(c for c in IO_LENGTH_COLUMNS if c in present) or "0"
     return (
-        "SELECT count() AS rows, sum(input_length + output_length) AS io_chars "
+        f"SELECT count() AS rows, sum({io}) AS io_chars "
         f"FROM {qualified_table(table)} WHERE {WINDOW_FILTER}"
+    )
+
+
+def table_columns_sql(database: str | None) -> str:
+    """A table's columns in table order as `system.columns` lists them; the database and table are bound
+    parameters (`{database:String}`, `{table:String}`); no database means the connection's current one."""
+    where_db = "database = {database:String}" if database else "database = currentDatabase()"
+    return (
+        "SELECT name, type, default_kind, default_expression FROM system.columns "
+        f"WHERE {where_db} AND table = {{table:String}} ORDER BY position"
     )
 
 

@@ -30,6 +30,7 @@ from exports_pipeline.resources.clickhouse import ClickHouseResource, chdb_clien
 from exports_pipeline.state.models import BlobIntegration
 from exports_pipeline_tests.defs import harness
 from exports_pipeline_tests.defs.harness import export_env
+from exports_pipeline_tests.seeded_events import MIGRATION_0042_COLUMNS, copy_events_table
 
 UTC = dt.UTC
 DAY1, DAY2 = "2026-11-02", "2026-11-03"
@@ -286,6 +287,27 @@ def test_a_partition_with_a_run_in_flight_is_left_alone_until_it_ends(env):
     assert tick(env).run_requests == []
     env["instance"].report_run_canceled(in_flight)
     assert keys(tick(env)) == [f"{DAY1}|proj-1"]
+
+
+def test_a_table_without_migration_0042_exports_checks_and_is_watched_for_late_rows(seeded, tmp_path):
+    """A deployment that has not run Langfuse migration 0042: the run succeeds and reports what it wrote
+    and what the table lacks, the asset check passes, and the sensor compares its windows as usual."""
+    table = f"{seeded.events_table.split('.')[0]}.pre_0042_{uuid.uuid4().hex[:8]}"
+    events = copy_events_table(seeded, table, drop=MIGRATION_0042_COLUMNS)
+    with export_env(events, tmp_path, late_rows_lookback_hours=72, clock=lambda: NOW) as env:
+        add_local(env)
+        result = run(env, f"{DAY1}|proj-1")
+        (mat,) = result.asset_materializations_for_node("blob_storage_export_daily")
+        written = manifest(env, "proj-1", "daily", D1)
+        assert mat.metadata["missing_columns"].value == list(MIGRATION_0042_COLUMNS) == written["missing_columns"]
+        assert [{"name": c.name, "type": c.type} for c in mat.metadata["dagster/column_schema"].value.columns] \
+            == written["columns"]
+        assert not {c["name"] for c in written["columns"]} & set(MIGRATION_0042_COLUMNS)
+        (check,) = result.get_asset_check_evaluations()
+        assert check.passed
+        assert tick(env).run_requests == []
+        add_late_span(events, "proj-1", D1)
+        assert keys(tick(env)) == [f"{DAY1}|proj-1"]
 
 
 def test_window_states_are_the_exports_counts_per_window(env):

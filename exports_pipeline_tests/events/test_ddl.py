@@ -57,7 +57,7 @@ def test_skip_indexes(ch_client, ch_database):
     assert by_name["idx_span_id"][1:] == ("bloom_filter(0.01)", "span_id", 1)
     assert by_name["idx_updated_at"][1:] == ("minmax", "updated_at", 1)
     assert by_name["idx_fts_input_low"][1].startswith("text(") and by_name["idx_fts_input_low"][2] == "lower(input)"
-    assert by_name["idx_fts_metadata_values_ngram"][1:] == (
+    assert by_name["idx_ngram_metadata_values"][1:] == (
         "ngrambf_v1(4, 32000, 3, 0)", "arrayStringConcat(metadata_values)", 2)
 
 

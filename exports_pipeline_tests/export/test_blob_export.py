@@ -9,6 +9,7 @@ import os
 import pytest
 
 from exports_pipeline.errors import ConfigError
+from exports_pipeline.events.columns import EXPORT_COLUMNS
 from exports_pipeline.sinks.object_storage.export import ExportRequest, entity_type, export_window
 from exports_pipeline.windows import Window
 from exports_pipeline.resources.object_store.destination import Destination
@@ -121,7 +122,10 @@ def test_manifest_is_complete_and_written_last(seeded, tmp_path):
                                   "bounds": "[start, end)", "column": "start_time"}
     assert manifest["frequency"] == "daily" and manifest["project_id"] == "proj-1"
     assert manifest["formats"] == ["csv", "parquet", "jsonl"] and manifest["run_id"] == "run-1"
-    assert manifest["schema_version"] == 1
+    assert manifest["schema_version"] == 2
+    # the full registry shape: every column written, with its ClickHouse type, none missing
+    assert manifest["columns"] == [{"name": c.name, "type": c.ch_type} for c in EXPORT_COLUMNS]
+    assert manifest["missing_columns"] == []
     source = seeded.query(f"SELECT count(), max(event_ts) FROM {seeded.events_table} FINAL "
                           "WHERE project_id='proj-1' AND start_time >= '2026-11-02' AND start_time < '2026-11-03' "
                           "AND is_deleted = 0")[0]

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from exports_pipeline.export import files
+from exports_pipeline.sinks.object_storage import files
 from exports_pipeline.sinks.object_storage.files import EngineParts
 
 BLOCK = os.urandom(1 << 16)

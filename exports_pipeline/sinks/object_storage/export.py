@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 
 from exports_pipeline.crypto import SecretBox
 from exports_pipeline.errors import DeploymentFault
-from exports_pipeline.events.columns import EXPORT_COLUMN_NAMES
 from exports_pipeline.events.queries import (
     PARQUET_SETTINGS,
     TEXT_SETTINGS,
@@ -26,6 +25,7 @@ from exports_pipeline.events.queries import (
     window_export_sql,
     window_probe_sql,
 )
+from exports_pipeline.events.schema import ExportSchema, read_export_schema
 from exports_pipeline.sinks.object_storage.attempts import claim, delete_stale, recorded_here, window_scratch
 from exports_pipeline.sinks.object_storage.files import EngineParts, ExportedFile, TextFile, csv_header, parquet_rows
 from exports_pipeline.sinks.object_storage.keys import DEFAULT_KEY_TEMPLATE, KeyContext, data_key, manifest_key, validate_template
@@ -37,7 +37,9 @@ from exports_pipeline.resources.object_store.destination import Destination
 from exports_pipeline.resources.object_store.local import LocalObjectStore
 from exports_pipeline.state.models import SINK_BLOB, BlobIntegration
 
-MANIFEST_SCHEMA_VERSION = 1
+# 2: `columns` lists {"name", "type"} of the columns written (was: names of the registry's columns) and
+# `missing_columns` names the registry columns the deployed table lacks.
+MANIFEST_SCHEMA_VERSION = 2
 SINK = SINK_BLOB
 # Sub-range target (estimated output bytes per query). Each query streams (the engine writes its file,
 # reading in sorting-key order), so the size bounds scratch disk and the unit of retry work, not memory;
@@ -112,9 +114,15 @@ def export_window(
     params = {"project_id": request.project_id, "start": request.window.start, "end": request.window.end}
     tags = query_tags(run=request.run_id, partition=request.partition_key, sink=SINK)
     table = clickhouse.events_table
+    # The deployed table's columns, read before anything is written (a table unfit to select rows from
+    # raises DeploymentFault here).
+    schema = read_export_schema(clickhouse, tags=tags)
+    if schema.missing:
+        log(f"{table} lacks {len(schema.missing)} registry column(s), exported without them: "
+            + ", ".join(schema.missing))
 
     # Size estimate from stored versions (no FINAL: cheap); exact counts per sub-range in one FINAL pass.
-    probe = clickhouse.query_dicts(window_probe_sql(table), params, tags=tags)[0]
+    probe = clickhouse.query_dicts(window_probe_sql(table, schema.names), params, tags=tags)[0]
     estimated = int(probe["rows"]) * ROW_OVERHEAD_BYTES + int(probe["io_chars"] or 0)
     max_file = (integration.max_file_size_mb or 0) << 20
     target = min(subrange_bytes, max_file) if max_file else subrange_bytes
@@ -147,12 +155,12 @@ def export_window(
             os.makedirs(fmt_scratch)
             if fmt.text:
                 new = _export_text(clickhouse, store, integration, template, ctx, fmt_name, subranges, sub_counts,
-                                   params, tags, estimated, max_file, fmt_scratch, claim_keys)
+                                   params, tags, estimated, max_file, schema, fmt_scratch, claim_keys)
             else:
                 new = _export_parquet(clickhouse, store, template, ctx, subranges, sub_counts, params, tags,
-                                      estimated, fmt_scratch, claim_keys)
+                                      estimated, schema, fmt_scratch, claim_keys)
             files.extend(new)
-        manifest = _manifest(request, integration, table, source_rows, max_event_ts, files)
+        manifest = _manifest(request, integration, table, source_rows, max_event_ts, files, schema)
         mobj = store.put_bytes(mkey, (json.dumps(manifest, indent=2) + "\n").encode(),
                                "application/json; charset=utf-8")
         stale = delete_stale(state, store, earlier, {f.obj.key for f in files} | {mkey})
@@ -161,7 +169,7 @@ def export_window(
 
 
 def _manifest(request: ExportRequest, integration: BlobIntegration, table: str, source_rows: int,
-              max_event_ts: dt.datetime | None, files: list[ExportedFile]) -> dict:
+              max_event_ts: dt.datetime | None, files: list[ExportedFile], schema: ExportSchema) -> dict:
     return {
         "schema_version": MANIFEST_SCHEMA_VERSION,
         "project_id": request.project_id,
@@ -173,7 +181,8 @@ def _manifest(request: ExportRequest, integration: BlobIntegration, table: str, 
         "compression": integration.compression,
         "source": {"table": table, "row_count": source_rows,
                    "max_event_ts": iso(max_event_ts) if source_rows else None},
-        "columns": list(EXPORT_COLUMN_NAMES),
+        "columns": schema.manifest_columns(),
+        "missing_columns": list(schema.missing),
         "files": [
             {"key": f.obj.key, "uri": f.obj.uri, "format": f.format, "compression": f.compression, "part": f.part,
              "row_count": f.rows, "bytes": f.obj.size, "sha256": f.obj.sha256, "content_type": f.obj.content_type}
@@ -199,7 +208,7 @@ def _engine_writer(clickhouse: ClickHouseResource, sql: str, ch_format: str, set
 
 
 def _export_text(clickhouse, store, integration, template, ctx, fmt_name, subranges, sub_counts, params, tags,
-                 estimated, max_file, scratch: str, claim_keys) -> list[ExportedFile]:
+                 estimated, max_file, schema: ExportSchema, scratch: str, claim_keys) -> list[ExportedFile]:
     """Ship each sub-range's bytes into the current file as ClickHouse writes them; start a new file at a
     sub-range boundary once the current one has reached max_file_size_mb (stored bytes; a file may pass
     the limit by at most one sub-range). A window of one sub-range is one file that ClickHouse writes
@@ -215,8 +224,8 @@ def _export_text(clickhouse, store, integration, template, ctx, fmt_name, subran
     adopt = (single and isinstance(store, LocalObjectStore) and fmt_name != "json"
              and (compression == "none" or engine_compressed))
     ext = file_extension(fmt, integration.compression)
-    sql = window_export_sql(clickhouse.events_table, fmt_name)
-    header = b"" if ch_format == "CSVWithNames" else csv_header(EXPORT_COLUMN_NAMES)
+    sql = window_export_sql(clickhouse.events_table, fmt_name, schema.columns)
+    header = b"" if ch_format == "CSVWithNames" else csv_header(schema.names)
     expected = min(estimated, max_file) if max_file else estimated
     out: list[ExportedFile] = []
     current: TextFile | None = None
@@ -260,14 +269,14 @@ def _export_text(clickhouse, store, integration, template, ctx, fmt_name, subran
 
 
 def _export_parquet(clickhouse, store, template, ctx, subranges, sub_counts, params, tags,
-                    estimated: int, scratch: str, claim_keys) -> list[ExportedFile]:
+                    estimated: int, schema: ExportSchema, scratch: str, claim_keys) -> list[ExportedFile]:
     """One Parquet file per non-empty sub-range, written by ClickHouse (bounded row groups) and shipped as
     it is written (moved into place on a local destination). Parquet files cannot be concatenated, so
     sub-ranges are its file boundaries."""
     fmt = get_format("parquet")
     ctype = content_type(fmt, "none")
     nonempty = [sub for sub, count in zip(subranges, sub_counts, strict=True) if count]
-    sql = window_export_sql(clickhouse.events_table, "parquet")
+    sql = window_export_sql(clickhouse.events_table, "parquet", schema.columns)
     parts = EngineParts(_engine_writer(clickhouse, sql, "Parquet", PARQUET_SETTINGS, params, tags, nonempty),
                         len(nonempty), ".parquet", scratch_dir=scratch)
     out: list[ExportedFile] = []

@@ -234,7 +234,7 @@ class EngineParts:
 def csv_header(columns: Iterable[str]) -> bytes:
     """The header line exactly as ClickHouse's CSVWithNames writes it (names quoted), so a file reads the
     same whether ClickHouse or we wrote its header."""
-    return (",".join(f'"{c}"' for c in columns) + "\r\n").encode()
+    return (",".join('"' + c.replace('"', '""') + '"' for c in columns) + "\r\n").encode()
 
 
 def parquet_rows(path: str) -> int:

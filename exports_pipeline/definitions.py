@@ -1,14 +1,14 @@
-"""The one place that wires assets, jobs, schedules, sensors and resources into the code location."""
+"""The one place that wires the sinks' Definitions and the shared resources into the code location."""
 
 from __future__ import annotations
 
 import dagster as dg
 
-from exports_pipeline.engine.assets import build_blob_storage_defs
-from exports_pipeline.source_profile import events_source_profile, source_profile_job
 from exports_pipeline.resources.clickhouse import ClickHouseResource
 from exports_pipeline.resources.object_store.resource import ObjectStoreResource
 from exports_pipeline.settings import Settings, get_settings
+from exports_pipeline.sinks.object_storage import defs as object_storage
+from exports_pipeline.source_profile import events_source_profile, source_profile_job
 from exports_pipeline.state.store import StateStore
 
 
@@ -22,15 +22,10 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or get_settings()
-    blob = build_blob_storage_defs(settings.partitions_start, settings.settle_minutes,
-                                   late_rows_lookback_hours=settings.late_rows_lookback_hours,
-                                   late_rows_interval_seconds=settings.late_rows_interval_seconds)
-    return dg.Definitions(
-        assets=[events_source_profile, *blob["assets"]],
-        jobs=[source_profile_job, *blob["jobs"]],
-        schedules=blob["schedules"],
-        sensors=blob["sensors"],
-        resources=build_resources(settings),
+    return dg.Definitions.merge(
+        dg.Definitions(assets=[events_source_profile], jobs=[source_profile_job]),
+        object_storage.definitions(settings),
+        dg.Definitions(resources=build_resources(settings)),
     )
 
 

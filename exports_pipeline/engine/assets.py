@@ -4,7 +4,6 @@ for every sink from its plug-in (`engine.sink.WindowedSink`).
 Follow one window: the sink's asset -> `engine.runner.run_window` -> the plug-in's `deliver` -> resources.
 """
 
-from __future__ import annotations
 
 import datetime as dt
 

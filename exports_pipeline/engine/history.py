@@ -7,7 +7,6 @@ id and the partition key, so it is never made twice; a new plan (mode or start d
 its windows. Windows already materialized (by the schedule, a backfill or a hand launch) are passed over.
 """
 
-from __future__ import annotations
 
 import datetime as dt
 import json

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from exports_pipeline.defs import blob_storage
-from exports_pipeline.engine.assets import build_blob_storage_defs
+from exports_pipeline.engine import assets as blob_storage
+from exports_pipeline.sinks.object_storage.defs import build_blob_storage_defs
 from exports_pipeline.resources.clickhouse import ClickHouseResource
 from exports_pipeline.resources.object_store.resource import ObjectStoreResource
 from exports_pipeline.state.models import BlobIntegration

@@ -8,7 +8,8 @@ import json
 import dagster as dg
 import pytest
 
-from exports_pipeline.engine.assets import plan_history_requests, plan_id
+from exports_pipeline.engine.history import plan_history_requests
+from exports_pipeline.sinks.object_storage.plugin import OBJECT_STORAGE
 from exports_pipeline.engine.partitions import check_project_id
 from exports_pipeline.state.models import BlobIntegration, blob_cursor_sink
 from exports_pipeline_tests.defs.harness import (
@@ -180,7 +181,8 @@ def test_history_planning_is_bounded_per_tick_and_resumes_oldest_first():
     first_window = {"a": dt.datetime(2026, 11, 3, 0, tzinfo=dt.UTC), "b": dt.datetime(2026, 11, 3, 6, tzinfo=dt.UTC)}
     kwargs = dict(frequency="hourly", integrations=integs, first_window=first_window,
                   partitions_start=dt.datetime(2026, 1, 1, tzinfo=dt.UTC), now=now, settle=dt.timedelta(minutes=15),
-                  limit=5, time_fmt="%Y-%m-%d-%H:%M", job_name="j")
+                  limit=5, time_fmt="%Y-%m-%d-%H:%M", job_name="j", plan_id=OBJECT_STORAGE.plan_id,
+                  tags={"exports/sink": OBJECT_STORAGE.name})
     reqs, cursor = plan_history_requests(cursor={}, **kwargs)
     assert [r.partition_key for r in reqs] == [f"2026-11-03-0{h}:00|a" for h in range(5)]
     seen = [r.partition_key for r in reqs]
@@ -190,7 +192,7 @@ def test_history_planning_is_bounded_per_tick_and_resumes_oldest_first():
     # a: 00..11 (12:00 is still settling at 12:30 -> schedule's), b: 06..11
     assert len(seen) == len(set(seen)) == 12 + 6
     assert max(seen) == "2026-11-03-11:00|b"
-    assert plan_id(_integration("a")) != plan_id(_integration("a", "FROM_CUSTOM_DATE", now))
+    assert OBJECT_STORAGE.plan_id(_integration("a")) != OBJECT_STORAGE.plan_id(_integration("a", "FROM_CUSTOM_DATE", now))
 
 
 @pytest.mark.parametrize("bad", ["a|b", "has space", "x,y", "", "[x]", "a/b"])

@@ -14,7 +14,7 @@ import dagster as dg
 import pytest
 
 from exports_pipeline.crypto import SecretBox, generate_key
-from exports_pipeline.defs import blob_storage
+from exports_pipeline.engine import assets as blob_storage
 from exports_pipeline.resources.clickhouse import ClickHouseResource, chdb_client
 from exports_pipeline.resources.object_store.resource import ObjectStoreResource
 from exports_pipeline.settings import get_settings

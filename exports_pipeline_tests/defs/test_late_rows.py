@@ -16,14 +16,14 @@ import dagster as dg
 import pytest
 
 from exports_pipeline.engine.late_rows import (
-    SENSOR_NAME,
     ChangedWindow,
-    WindowState,
     plan_late_requests,
     recent_windows,
     source_window_states,
 )
+from exports_pipeline.engine.sink import WindowState
 from exports_pipeline.events.ddl import create_events_table
+from exports_pipeline.sinks.object_storage.plugin import OBJECT_STORAGE
 from exports_pipeline.events.queries import WINDOW_FILTER, qualified_table
 from exports_pipeline.windows import Window, iso
 from exports_pipeline.resources.clickhouse import ClickHouseResource, chdb_client
@@ -76,7 +76,7 @@ def run(env, key, frequency="daily"):
 
 
 def tick(env, cursor=None):
-    sensor = env["defs"].get_sensor_def(SENSOR_NAME)
+    sensor = env["defs"].get_sensor_def(OBJECT_STORAGE.late_rows_sensor_name)
     ctx = dg.build_sensor_context(instance=env["instance"], cursor=cursor, resources=env["resources"],
                                   definitions=env["defs"])
     return sensor(ctx)

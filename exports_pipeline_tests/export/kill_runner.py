@@ -20,7 +20,7 @@ import sys
 import threading
 
 from exports_pipeline.crypto import SecretBox
-from exports_pipeline.engine.runner import export_partition
+from exports_pipeline.sinks.object_storage.plugin import export_partition
 from exports_pipeline.windows import Window
 from exports_pipeline.resources.clickhouse import ClickHouseResource
 from exports_pipeline.resources.object_store.resource import ObjectStoreResource

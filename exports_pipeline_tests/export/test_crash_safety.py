@@ -17,7 +17,7 @@ import pytest
 
 from exports_pipeline.crypto import SecretBox
 from exports_pipeline.sinks.object_storage.export import entity_type
-from exports_pipeline.engine.runner import export_partition
+from exports_pipeline.sinks.object_storage.plugin import export_partition
 from exports_pipeline.windows import Window
 from exports_pipeline.resources.object_store.resource import ObjectStoreResource
 from exports_pipeline.state.models import BlobIntegration

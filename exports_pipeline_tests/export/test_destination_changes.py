@@ -9,7 +9,7 @@ import pytest
 from exports_pipeline.cli import main
 from exports_pipeline.commands import open_state
 from exports_pipeline.sinks.object_storage.export import entity_type
-from exports_pipeline.engine.runner import export_partition
+from exports_pipeline.sinks.object_storage.plugin import export_partition
 from exports_pipeline.resources.object_store.resource import ObjectStoreResource
 from exports_pipeline.settings import get_settings
 from exports_pipeline.state.store import StateStore

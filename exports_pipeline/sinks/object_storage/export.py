@@ -1,6 +1,6 @@
 """One object-storage window: ClickHouse -> files per format -> manifest -> event_log -> cursor.
 
-Open this after `defs/blob_storage.py`: the asset hands a partition to `export_partition`, which loads
+Open this after `plugin.py`: the engine hands a partition to the plug-in's `deliver`, which loads
 the project's integration and calls `export_window`; the two resources it talks to are
 `ClickHouseResource` (the bytes) and an `ObjectStore` (where they land). The manifest is the commit
 point: it is written after every data file, and a window without a manifest is not exported.

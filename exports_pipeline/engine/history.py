@@ -17,6 +17,8 @@ from dagster import SensorEvaluationContext
 from exports_pipeline.engine.assets import sink_tags
 from exports_pipeline.engine.partitions import partition_key, project_partitions
 from exports_pipeline.engine.sink import WindowedSink
+from exports_pipeline.resources.clickhouse import ClickHouseResource
+from exports_pipeline.state.store import StateStore
 from exports_pipeline.windows import FREQUENCY_STEP, window_floor, window_starts
 
 MAX_HISTORY_REQUESTS_PER_TICK = 24
@@ -63,12 +65,10 @@ def build_history_sensor(sink: WindowedSink, jobs: dict, assets: dict, partition
         jobs=list(jobs.values()),
         minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        required_resource_keys={"clickhouse", "state"},
         description=f"Keeps each {sink.label} project dimension equal to its enabled integrations and requests "
         "the history each integration needs, oldest window first.",
     )
-    def _sensor(context: SensorEvaluationContext):
-        clickhouse, state = context.resources.clickhouse, context.resources.state
+    def _sensor(context: SensorEvaluationContext, clickhouse: ClickHouseResource, state: StateStore):
         cursor = json.loads(context.cursor) if context.cursor else {}
         now = dt.datetime.now(dt.UTC)
         all_requests, dynamic_requests, new_cursor = [], [], {}

@@ -59,6 +59,7 @@ from exports_pipeline.engine.sink import EMPTY, WindowedSink, WindowState
 from exports_pipeline.errors import ExportsError
 from exports_pipeline.events.queries import window_states_sql
 from exports_pipeline.resources.clickhouse import ClickHouseError, ClickHouseResource, query_tags
+from exports_pipeline.state.store import StateStore
 from exports_pipeline.windows import FREQUENCIES, FREQUENCY_STEP, Window, iso, window_floor
 
 MAX_LATE_REQUESTS_PER_TICK = 24
@@ -222,19 +223,8 @@ def build_late_rows_sensor(sink: WindowedSink, jobs: dict, assets: dict, *, part
     first = dt.datetime.fromisoformat(partitions_start).replace(tzinfo=dt.UTC)
     job_names = {f: job.name for f, job in jobs.items()}
 
-    @dg.sensor(
-        name=sink.late_rows_sensor_name,
-        jobs=list(jobs.values()),
-        minimum_interval_seconds=interval_seconds,
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        required_resource_keys={"clickhouse", "state", *sink.resource_keys},
-        description=f"Re-delivers {sink.label} windows that ended in the last {lookback_hours} h whose ClickHouse "
-        "count() or max(event_ts) no longer matches what was delivered (late rows, updates, deletions), oldest "
-        "first.",
-    )
-    def _sensor(context: SensorEvaluationContext):
-        clickhouse, state = context.resources.clickhouse, context.resources.state
-        resources = {key: getattr(context.resources, key) for key in sink.resource_keys}
+    def tick(context: SensorEvaluationContext, clickhouse: ClickHouseResource, state: StateStore,
+             resources: dict) -> dg.SensorResult:
         now = clock().astimezone(dt.UTC)
         requested = json.loads(context.cursor) if context.cursor else {}
         scan = _Scan()
@@ -263,5 +253,30 @@ def build_late_rows_sensor(sink: WindowedSink, jobs: dict, assets: dict, *, part
         context.log.info(f"late rows: compared {scan.windows_compared} window(s) with what was delivered, "
                          f"{len(scan.changed)} changed, {len(requests)} requested")
         return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))
+
+    decorate = dg.sensor(
+        name=sink.late_rows_sensor_name,
+        jobs=list(jobs.values()),
+        minimum_interval_seconds=interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Re-delivers {sink.label} windows that ended in the last {lookback_hours} h whose ClickHouse "
+        "count() or max(event_ts) no longer matches what was delivered (late rows, updates, deletions), oldest "
+        "first.",
+    )
+    # Dagster reads a sensor's resources from its signature (and refuses them in two places at once), so
+    # the signature names the sink's resources.
+    if sink.resource_keys == ("object_store",):
+        from exports_pipeline.resources.object_store.resource import ObjectStoreResource
+
+        @decorate
+        def _sensor(context: SensorEvaluationContext, clickhouse: ClickHouseResource, state: StateStore,
+                    object_store: ObjectStoreResource):
+            return tick(context, clickhouse, state, {"object_store": object_store})
+    elif not sink.resource_keys:
+        @decorate
+        def _sensor(context: SensorEvaluationContext, clickhouse: ClickHouseResource, state: StateStore):
+            return tick(context, clickhouse, state, {})
+    else:
+        raise ValueError(f"late-rows sensor: resources {sink.resource_keys} of {sink.name} are not wired here")
 
     return _sensor

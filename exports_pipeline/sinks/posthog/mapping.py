@@ -213,3 +213,48 @@ def base_url(url: str) -> str:
 
 def is_historical(window_end: dt.datetime, now: dt.datetime) -> bool:
     return now - window_end > HISTORICAL_AFTER
+
+
+CUT_MARKER = "…[cut by exports_pipeline: {n} bytes]"
+
+
+class EventTooLarge(ValueError):
+    """An event stays over PostHog's cap with every text property cut (a giant user id): it cannot be sent
+    as it is, and dropping it silently is not an option."""
+
+
+def cut_event(line: bytes, cap: int, *, cost) -> bytes:
+    """`line` (one event's JSON) with its largest text properties cut, each ending in `CUT_MARKER`, until
+    `cost(event) <= cap`. Only this rare path parses an event in Python. Identity fields (event, uuid,
+    distinct_id, timestamp, ids) are never cut: the event must still deduplicate and join."""
+    event = json.loads(line)
+    props = event["properties"]
+    keep = {"timestamp", "langfuse_id", "langfuse_trace_id", "langfuse_project_id", "langfuse_user_id",
+            "langfuse_event_version", "$session_id"}
+
+    def render() -> bytes:
+        return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+
+    out = render()
+    while cost(out) > cap:
+        texts = [(len(v.encode()), k) for k, v in props.items() if isinstance(v, str) and k not in keep]
+        texts += [(len(t.encode()), ("langfuse_tags", i)) for i, t in enumerate(props.get("langfuse_tags") or [])
+                  if isinstance(t, str)]
+        texts = [t for t in texts if t[0] > 64]
+        if not texts:
+            raise EventTooLarge(f"event {event.get('uuid')} is {cost(out)} bytes with every text property cut "
+                                f"(PostHog's cap is {cap}); its distinct id or ids are too large to send")
+        size, key = max(texts, key=lambda t: t[0])
+        excess = cost(out) - cap
+        value = props[key] if isinstance(key, str) else props[key[0]][key[1]]
+        raw = value.encode()
+        # Each removed byte lowers the cost by at least one; the marker adds its own length back.
+        marker = CUT_MARKER.format(n=size)
+        keep_bytes = max(0, size - excess - len(marker.encode()) - 16)
+        new = raw[:keep_bytes].decode("utf-8", errors="ignore") + CUT_MARKER.format(n=size - keep_bytes)
+        if isinstance(key, str):
+            props[key] = new
+        else:
+            props[key[0]][key[1]] = new
+        out = render()
+    return out

@@ -80,8 +80,8 @@ def deliver_window(
     params = context.parameters(window.start, window.end)
     tags = query_tags(sink="posthog", project=project_id, run=run_id, window=_iso(window.start))
     budget = max_request_bytes - client.envelope_bytes(historical) - 1
-    if budget < max_event_bytes:
-        raise ValueError("max_request_bytes must leave room for one event of max_event_bytes")
+    # One event always fits one request: a request cap below the event cap lowers the event cap with it.
+    max_event_bytes = min(max_event_bytes, budget)
     events = cut = 0
     sent = Sent()
     log.info("PostHog: sending project %s window [%s, %s) to %s%s", project_id, _iso(window.start),

@@ -6,8 +6,10 @@ import dagster as dg
 
 from exports_pipeline.resources.clickhouse import ClickHouseResource
 from exports_pipeline.resources.object_store.resource import ObjectStoreResource
+from exports_pipeline.resources.posthog import PostHogResource
 from exports_pipeline.settings import Settings, get_settings
 from exports_pipeline.sinks.object_storage import defs as object_storage
+from exports_pipeline.sinks.posthog import defs as posthog
 from exports_pipeline.source_profile import events_source_profile, source_profile_job
 from exports_pipeline.state.store import StateStore
 
@@ -17,6 +19,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "clickhouse": ClickHouseResource(url=settings.clickhouse_url, events_table=settings.events_table),
         "state": StateStore(database_url=settings.database_url),
         "object_store": ObjectStoreResource(),
+        "posthog": PostHogResource(),
     }
 
 
@@ -25,6 +28,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     return dg.Definitions.merge(
         dg.Definitions(assets=[events_source_profile], jobs=[source_profile_job]),
         object_storage.definitions(settings),
+        posthog.definitions(settings),
         dg.Definitions(resources=build_resources(settings)),
     )
 

@@ -265,18 +265,18 @@ def build_late_rows_sensor(sink: WindowedSink, jobs: dict, assets: dict, *, part
     )
     # Dagster reads a sensor's resources from its signature (and refuses them in two places at once), so
     # the signature names the sink's resources.
-    if sink.resource_keys == ("object_store",):
+    if sink.recorded_resource_keys == ("object_store",):
         from exports_pipeline.resources.object_store.resource import ObjectStoreResource
 
         @decorate
         def _sensor(context: SensorEvaluationContext, clickhouse: ClickHouseResource, state: StateStore,
                     object_store: ObjectStoreResource):
             return tick(context, clickhouse, state, {"object_store": object_store})
-    elif not sink.resource_keys:
+    elif not sink.recorded_resource_keys:
         @decorate
         def _sensor(context: SensorEvaluationContext, clickhouse: ClickHouseResource, state: StateStore):
             return tick(context, clickhouse, state, {})
     else:
-        raise ValueError(f"late-rows sensor: resources {sink.resource_keys} of {sink.name} are not wired here")
+        raise ValueError(f"late-rows sensor: resources {sink.recorded_resource_keys} of {sink.name} are not wired")
 
     return _sensor

@@ -85,6 +85,7 @@ class WindowedSink(abc.ABC):
     check_name: str
     check_description: str
     resource_keys: tuple[str, ...] = ()  # resources `deliver` needs besides clickhouse and state
+    recorded_resource_keys: tuple[str, ...] = ()  # those `recorded_states` needs (the late-rows sensor's)
     # API sinks: the newest window is a partition already, and each run sends what settled since the last
     # one (delivery records say how far); a run of a window delivered whole sends it whole again.
     continues_open_window: bool = False

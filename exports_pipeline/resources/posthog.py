@@ -362,3 +362,4 @@ class PostHogResource(dg.ConfigurableResource):
         return PostHogClient(host, api_key, timeout_seconds=self.timeout_seconds,
                              connect_timeout_seconds=self.connect_timeout_seconds, policy=policy,
                              concurrency=self.concurrency, gzip_level=self.gzip_level)
+

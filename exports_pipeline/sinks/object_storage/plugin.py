@@ -43,6 +43,7 @@ class ObjectStorageSink(WindowedSink):
     check_name = ROW_COUNT_CHECK
     check_description = "The manifest's row count equals ClickHouse's count for the window"
     resource_keys = ("object_store",)
+    recorded_resource_keys = ("object_store",)
     continues_open_window = False
     records_deliveries = False  # the manifests are the record
 

@@ -1,0 +1,1 @@
+"""PostHog: one PostHog event per Langfuse span, idempotent by Langfuse's own uuid."""

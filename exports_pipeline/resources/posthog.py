@@ -245,9 +245,11 @@ class _Counter:
     def __init__(self) -> None:
         self.count = 0
 
-    def classify(self, exc: Exception, last: bool) -> ExportsError | None:
+    def classify(self, exc: Exception) -> ExportsError | None:
+        """The verdict depends on the error alone (`retry.Classifier`); every transient failure is counted,
+        the last one of a request that gave up included."""
         if isinstance(exc, TransientFault):
-            self.count += 0 if last else 1
+            self.count += 1
             return copy.copy(exc)  # a new object: `call_with_retries` re-raises the very same one untouched
         return exc if isinstance(exc, ExportsError) else None
 

@@ -100,11 +100,13 @@ class PostHogSink(WindowedSink):
         # What the span holds now: recorded with the delivery, so the late-rows sensor sees any change made
         # after this moment (a row that arrives while sending is sent, and then re-checked).
         before = _span_state(clickhouse, job.project_id, span, job.run_id)
-        client = resources["posthog"].client(job.integration.posthog_host_name, self._api_key(job.integration))
+        posthog = resources["posthog"]
+        client = posthog.client(job.integration.posthog_host_name, self._api_key(job.integration))
         historical = span.end <= self._now() - HISTORICAL_AFTER
         delivery = deliver_window(clickhouse, client, job.integration, project_id=job.project_id, window=span,
                                   run_id=job.run_id, historical=historical, log=_RunLog(job.log),
-                                  langfuse_url=get_settings().langfuse_url)
+                                  langfuse_url=get_settings().langfuse_url,
+                                  max_request_bytes=posthog.max_request_bytes, max_event_bytes=posthog.max_event_bytes)
         return Delivered(
             rows=delivery.events, max_event_ts=before[1], seconds=delivery.seconds,
             metadata={**delivery.metadata(), "span": f"[{iso(span.start)}, {iso(span.end)})"},

@@ -26,6 +26,10 @@ pytest_plugins = [
 # chDB allows one data directory per process: the whole session shares one, and tests isolate by database.
 _SESSION_HOME = tempfile.mkdtemp(prefix="exports-test-home-")
 os.environ.setdefault("EXPORTS_HOME", _SESSION_HOME)
+# Commands register partitions in the Dagster instance of DAGSTER_HOME (`make test` exports the demo's):
+# the tests get one of their own, so they never write into a developer's instance.
+os.environ["DAGSTER_HOME"] = os.path.join(_SESSION_HOME, "dagster")
+os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
 CHDB_PATH = os.path.join(_SESSION_HOME, "chdb")
 os.makedirs(CHDB_PATH, exist_ok=True)
 

@@ -431,3 +431,25 @@ def test_validate_local_directory(cli: Cli, tmp_path: Path):
     os.rmdir(tmp_path / "v")
     code, out, err = cli("integrations", "validate", "--project", "loc")
     assert code == 1 and err.startswith("FAIL NoSuchDirectory: ")
+
+
+def test_add_registers_the_project_partition_at_once(cli, tmp_path, monkeypatch):
+    """Found against a real deployment: an integration added by the CLI could not be launched by hand until
+    the sensor's next tick registered its partition. With DAGSTER_HOME set, `add-blob` registers it."""
+    import dagster as dg
+
+    home = tmp_path / "dagster-home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    code, out, err = add_local(cli, "p1", tmp_path / "out")
+    assert code == 0, err
+    assert "registered p1 in blob_storage_projects_daily" in out
+    with dg.DagsterInstance.get() as instance:
+        assert instance.get_dynamic_partitions("blob_storage_projects_daily") == ["p1"]
+
+
+def test_add_without_a_dagster_instance_says_the_sensor_registers_it(cli, tmp_path, monkeypatch):
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    code, out, err = add_local(cli, "p1", tmp_path / "out")
+    assert code == 0, err
+    assert "DAGSTER_HOME is not set" in out and "blob_storage_integrations_sensor" in out

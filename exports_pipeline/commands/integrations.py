@@ -153,7 +153,21 @@ def cmd_add_blob(args: argparse.Namespace, settings: Settings) -> int:
         print(f"created directory {directory}")
     print(f"added object-storage integration for project {project}")
     _print_summary(saved)
+    print(_register(_object_storage(), saved.export_frequency, project))
     return 0
+
+
+def _object_storage():
+    """The plug-in, imported late: most commands never need Dagster's import cost."""
+    from exports_pipeline.sinks.object_storage.plugin import OBJECT_STORAGE
+
+    return OBJECT_STORAGE
+
+
+def _register(sink, frequency: str, project: str) -> str:
+    from exports_pipeline.engine.partitions import register_project
+
+    return register_project(sink, frequency, project)
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -353,6 +367,7 @@ def _blob_enable(args: argparse.Namespace, settings: Settings, state, previous: 
     state.enable_blob_integration(project)  # also clears last_error and the notification cooldown
     note = " and cleared its last error" if previous.last_error else ""
     print(f"enabled the object-storage integration of project {project}{note}")
+    print(_register(_object_storage(), previous.export_frequency, project))
     return 0
 
 

@@ -76,6 +76,10 @@ def cmd_add(args: argparse.Namespace, settings: Settings) -> int:
         project_name=_name(args.project_name)))
     print(f"added PostHog integration for project {project}")
     _print_summary(saved)
+    from exports_pipeline.commands.integrations import _register
+    from exports_pipeline.sinks.posthog.plugin import POSTHOG
+
+    print(_register(POSTHOG, "daily", project))
     return 0
 
 

@@ -148,3 +148,25 @@ def _lookup_integration(sink, project: str):
     from exports_pipeline.state.store import StateStore
 
     return sink.get_integration(StateStore(database_url=get_settings().database_url), project)
+
+
+def register_project(sink, frequency: str, project: str) -> str:
+    """Add `project` to the sink's project dimension in the configured Dagster instance now, so a partition
+    can be launched by hand at once instead of after the integrations sensor's next tick. Returns what
+    happened, in words: without DAGSTER_HOME there is no instance to register in, and the sensor of the
+    deployment's instance does it on its next tick."""
+    import os
+
+    dimension = sink.projects_dimension(frequency)
+    if not os.environ.get("DAGSTER_HOME"):
+        return (f"no Dagster instance is configured here (DAGSTER_HOME is not set): {sink.history_sensor_name} "
+                f"registers {project} in {dimension} on its next tick")
+    try:
+        with dg.DagsterInstance.get() as instance:
+            if project not in instance.get_dynamic_partitions(dimension):
+                instance.add_dynamic_partitions(dimension, [project])
+    except Exception as exc:  # the instance is misconfigured or unreachable: the sensor still registers it
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return (f"could not register {project} in {dimension} of the Dagster instance at DAGSTER_HOME ({first}); "
+                f"{sink.history_sensor_name} registers it on its next tick")
+    return f"registered {project} in {dimension}: its partitions can be launched now"

@@ -99,7 +99,7 @@ class PostHogSink(WindowedSink):
         span = job.span
         # What the span holds now: recorded with the delivery, so the late-rows sensor sees any change made
         # after this moment (a row that arrives while sending is sent, and then re-checked).
-        before = _span_state(clickhouse, job.project_id, span, job.run_id)
+        before = span_state(clickhouse, job.project_id, span, job.run_id, SINK_POSTHOG)
         posthog = resources["posthog"]
         client = posthog.client(job.integration.posthog_host_name, self._api_key(job.integration))
         historical = span.end <= self._now() - HISTORICAL_AFTER
@@ -115,11 +115,12 @@ class PostHogSink(WindowedSink):
         )
 
 
-def _span_state(clickhouse, project_id: str, span, run_id: str) -> tuple[int, str | None]:
+def span_state(clickhouse, project_id: str, span, run_id: str, sink: str) -> tuple[int, str | None]:
+    """ClickHouse's FINAL count() and max(event_ts) of a span: what an API sink records with a delivery."""
     sql = (f"SELECT count(), max(event_ts) FROM {qualified_table(clickhouse.events_table)} FINAL "
            f"WHERE {WINDOW_FILTER}")
     count, latest = clickhouse.query(sql, {"project_id": project_id, "start": span.start, "end": span.end},
-                                     tags=query_tags(run=run_id, sink=SINK_POSTHOG))[0]
+                                     tags=query_tags(run=run_id, sink=sink))[0]
     return int(count), iso(latest) if int(count) else None
 
 

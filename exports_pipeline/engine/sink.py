@@ -24,8 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from exports_pipeline.events.queries import first_event_sql
-from exports_pipeline.windows import Window, window_floor
+from exports_pipeline.events.queries import WINDOW_FILTER, first_event_sql, qualified_table
+from exports_pipeline.resources.clickhouse import query_tags
+from exports_pipeline.windows import Window, iso, window_floor
 
 
 @dataclass(frozen=True)
@@ -183,3 +184,12 @@ def first_event_at(clickhouse, project_id: str) -> dt.datetime | None:
         return None
     first = rows[0]["first"]
     return first if first.tzinfo else first.replace(tzinfo=dt.UTC)
+
+
+def span_state(clickhouse, project_id: str, span, run_id: str, sink: str) -> tuple[int, str | None]:
+    """ClickHouse's FINAL count() and max(event_ts) of a span: what an API sink records with a delivery."""
+    sql = (f"SELECT count(), max(event_ts) FROM {qualified_table(clickhouse.events_table)} FINAL "
+           f"WHERE {WINDOW_FILTER}")
+    count, latest = clickhouse.query(sql, {"project_id": project_id, "start": span.start, "end": span.end},
+                                     tags=query_tags(run=run_id, sink=sink))[0]
+    return int(count), iso(latest) if int(count) else None

@@ -14,10 +14,8 @@ import datetime as dt
 import logging
 
 from exports_pipeline.crypto import SecretBox
-from exports_pipeline.engine.sink import Delivered, WindowedSink, WindowJob
+from exports_pipeline.engine.sink import Delivered, WindowedSink, WindowJob, span_state
 from exports_pipeline.errors import DeploymentFault
-from exports_pipeline.events.queries import WINDOW_FILTER, qualified_table
-from exports_pipeline.resources.clickhouse import query_tags
 from exports_pipeline.settings import get_settings
 from exports_pipeline.sinks.posthog.deliver import deliver_window
 from exports_pipeline.state.models import SINK_POSTHOG, PostHogIntegration
@@ -113,15 +111,6 @@ class PostHogSink(WindowedSink):
             check_metadata={"events_sent": delivery.events, "events_cut": delivery.events_cut},
             result=delivery,
         )
-
-
-def span_state(clickhouse, project_id: str, span, run_id: str, sink: str) -> tuple[int, str | None]:
-    """ClickHouse's FINAL count() and max(event_ts) of a span: what an API sink records with a delivery."""
-    sql = (f"SELECT count(), max(event_ts) FROM {qualified_table(clickhouse.events_table)} FINAL "
-           f"WHERE {WINDOW_FILTER}")
-    count, latest = clickhouse.query(sql, {"project_id": project_id, "start": span.start, "end": span.end},
-                                     tags=query_tags(run=run_id, sink=sink))[0]
-    return int(count), iso(latest) if int(count) else None
 
 
 POSTHOG = PostHogSink()

@@ -1,0 +1,1 @@
+"""Windowed sinks: one folder each (plug-in + Dagster objects)."""

@@ -44,6 +44,7 @@ from urllib3.exceptions import (
     HTTPError,
     LocationParseError,
     NameResolutionError,
+    NewConnectionError,
     ProtocolError,
     SSLError,
     TimeoutError as Urllib3Timeout,
@@ -274,6 +275,9 @@ class MixpanelClient:
                 raise CustomerFault(f"Mixpanel endpoint {self.masked_url}: TLS certificate cannot be verified",
                                     code="SSLCertificate") from None
             raise _Retry(TransientFault(f"Mixpanel at {self.masked_url}: TLS error", code="SSLError")) from None
+        except NewConnectionError:  # refused (urllib3 makes it a kind of connect timeout; it is not one)
+            raise _Retry(TransientFault(f"Mixpanel at {self.masked_url}: connection failed (refused)",
+                                        code="ConnectionRefused")) from None
         except Urllib3Timeout:
             raise _Retry(TransientFault(f"Mixpanel at {self.masked_url} did not answer within "
                                         f"{self.settings.read_timeout:g} s", code="Timeout")) from None

@@ -63,6 +63,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     _blob_options(add, for_update=False)
     add.set_defaults(func=cmd_add_blob)
 
+    from exports_pipeline.commands import integrations_mixpanel
+
+    integrations_mixpanel.register(isub)
+
     ls = isub.add_parser("list", help="list integrations (secrets masked)")
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ls.set_defaults(func=cmd_list)

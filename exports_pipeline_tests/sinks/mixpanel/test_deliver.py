@@ -246,3 +246,16 @@ def test_client_refuses_a_request_over_the_caps():
     client = MixpanelClient("http://127.0.0.1:9", username="t", settings=ClientSettings(max_request_bytes=10))
     with pytest.raises(ValueError, match="exceeds the caps"):
         client.send([b"x" * 20])
+
+
+def test_long_window_is_read_in_subranges_each_event_once(seeded, mixpanel_peer, monkeypatch):
+    """A window with more stored rows than SUBRANGE_ROWS is read in time sub-ranges: still every event once,
+    field by field, across both seeded days."""
+    from exports_pipeline.sinks.mixpanel import deliver
+
+    monkeypatch.setattr(deliver, "SUBRANGE_ROWS", 400)
+    two_days = Window(DAY_START, DAY_END + dt.timedelta(days=1))
+    delivery = _deliver(seeded, mixpanel_peer, window=two_days)
+    rows = source_rows(seeded, "proj-1", two_days.start, two_days.end)
+    _compare(mixpanel_peer.received.all_events(), rows, "proj-1", None)
+    assert delivery.complete and delivery.events == len(rows)

@@ -26,7 +26,7 @@ KEY_FILE_NAME = "encryption_key"
 ENV_VARS = (
     "EXPORTS_HOME", "EXPORTS_CLICKHOUSE_URL", "EXPORTS_EVENTS_TABLE", "EXPORTS_DATABASE_URL", "ENCRYPTION_KEY",
     "EXPORTS_SETTLE_MINUTES", "EXPORTS_PARTITIONS_START", "EXPORTS_LATE_ROWS_LOOKBACK_HOURS",
-    "EXPORTS_LATE_ROWS_INTERVAL_SECONDS",
+    "EXPORTS_LATE_ROWS_INTERVAL_SECONDS", "EXPORTS_LANGFUSE_URL",
 )
 
 
@@ -53,6 +53,9 @@ class Settings(BaseModel):
     # ended within this many hours), and how often it looks.
     late_rows_lookback_hours: int
     late_rows_interval_seconds: int
+    # Langfuse's base URL (its NEXTAUTH_URL): analytics events link back to traces and users with it;
+    # without it they carry no `langfuse_url` / `langfuse_user_url`.
+    langfuse_url: str | None = None
 
     def __repr__(self) -> str:  # never show the key, nor a password in a URL
         return (
@@ -60,7 +63,8 @@ class Settings(BaseModel):
             f"events_table={self.events_table!r}, database_url={mask_url(self.database_url)!r}, "
             f"encryption_key={'set' if self.encryption_key else 'unset'}, settle_minutes={self.settle_minutes}, "
             f"partitions_start={self.partitions_start!r}, late_rows_lookback_hours={self.late_rows_lookback_hours}, "
-            f"late_rows_interval_seconds={self.late_rows_interval_seconds})"
+            f"late_rows_interval_seconds={self.late_rows_interval_seconds}, "
+            f"langfuse_url={mask_url(self.langfuse_url) if self.langfuse_url else None!r})"
         )
 
     __str__ = __repr__
@@ -102,10 +106,17 @@ class Settings(BaseModel):
         lookback = _positive_int(env, "EXPORTS_LATE_ROWS_LOOKBACK_HOURS", "72", "hours")
         interval = _positive_int(env, "EXPORTS_LATE_ROWS_INTERVAL_SECONDS", "900", "seconds")
 
+        langfuse_url = (env.get("EXPORTS_LANGFUSE_URL") or "").strip() or None
+        if langfuse_url is not None:
+            parts = _split_server_url("EXPORTS_LANGFUSE_URL", langfuse_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise SettingsError(f"EXPORTS_LANGFUSE_URL={mask_url(langfuse_url)!r} must be an http(s) URL, "
+                                    "e.g. https://cloud.langfuse.com")
+
         return cls(
             home=home, clickhouse_url=ch_url, events_table=table, database_url=db_url,
             encryption_key=key, settle_minutes=int(settle), partitions_start=start,
-            late_rows_lookback_hours=lookback, late_rows_interval_seconds=interval,
+            late_rows_lookback_hours=lookback, late_rows_interval_seconds=interval, langfuse_url=langfuse_url,
         )
 
     def require_encryption_key(self) -> str:

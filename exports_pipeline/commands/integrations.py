@@ -1,5 +1,12 @@
 """`exports-pipeline integrations ...`: add, list, update, disable, enable, remove and validate a project's
-object-storage integration.
+integrations (object storage here; PostHog in `integrations_posthog`).
+
+A project may have one integration of each kind. `KINDS` is the registry of kinds: each `Kind` names its
+`--kind` value, how to find a project's row, the `update` flags it owns and its handlers, which take
+`(args, settings, state, existing)`. `list`, `update`, `disable`, `enable`, `remove` and `validate` resolve
+the kind once for every command (`resolve`): `--kind` when given, else the project's only integration, and
+a clear refusal naming `--kind` when it has several. A new kind (Mixpanel) is one module with an
+`add-<kind>` parser, its handlers and one `register_kind(Kind(...))` call at the end of this module.
 
 Secrets never travel on the command line (shell history, `ps`): the secret access key comes from the
 environment variable `EXPORTS_SECRET_ACCESS_KEY` or from one line of stdin (`--secret-access-key-stdin`),
@@ -19,6 +26,8 @@ import json
 import os
 import sys
 from pathlib import PurePosixPath
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from exports_pipeline.commands import open_state, optional_box, require_project
@@ -52,7 +61,7 @@ _CLEARS = "(update: an empty value clears it)"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("integrations", help="manage the object-storage integration of a project",
+    p = sub.add_parser("integrations", help="manage a project's integrations (object storage, PostHog)",
                        description=__doc__.splitlines()[0])
     isub = p.add_subparsers(dest="integrations_command", required=True)
 
@@ -62,10 +71,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "line of stdin; it is stored encrypted with ENCRYPTION_KEY. A file:// directory is created if missing.")
     _blob_options(add, for_update=False)
     add.set_defaults(func=cmd_add_blob)
-
-    from exports_pipeline.commands import integrations_mixpanel
-
-    integrations_mixpanel.register(isub)
+    for kind in KINDS.values():
+        if kind.register_add is not None:
+            kind.register_add(isub)
 
     ls = isub.add_parser("list", help="list integrations (secrets masked)")
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -76,6 +84,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog="Changing --mode or --start-date resets the sync cursor: history is re-planned from the new start. "
         f"The stored secret is replaced only when ${SECRET_ENV} or --secret-access-key-stdin is given.")
     _blob_options(up, for_update=True)
+    for kind in KINDS.values():
+        if kind.add_update_options is not None:
+            kind.add_update_options(up, for_update=True)
+    _kind_option(up)
     up.set_defaults(func=cmd_update)
 
     for name, func, text in (
@@ -86,7 +98,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     ):
         q = isub.add_parser(name, help=text)
         q.add_argument("--project", required=True, metavar="P")
+        _kind_option(q)
         q.set_defaults(func=func)
+
+
+def _kind_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kind", choices=sorted(KINDS), metavar="|".join(sorted(KINDS)),
+                   help="which of the project's integrations (needed only when it has several)")
 
 
 def _blob_options(p: argparse.ArgumentParser, *, for_update: bool) -> None:
@@ -139,15 +157,44 @@ def cmd_add_blob(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
-    from exports_pipeline.cli import print_table
-
-    rows = [_public_row(i) for i in open_state(settings).list_blob_integrations()]
+    state = open_state(settings)
+    by_kind = {name: kind.rows(state) for name, kind in KINDS.items()}
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps([row for rows in by_kind.values() for row in rows], indent=2))
         return 0
-    if not rows:
+    if not any(by_kind.values()):
         print("no integrations")
         return 0
+    printed = False
+    for name, kind in KINDS.items():
+        if by_kind[name]:
+            if printed:
+                print()
+            kind.print_rows(by_kind[name])
+            printed = True
+    return 0
+
+
+def _print_rows(columns: tuple[str, ...]):
+    """A kind's `print_rows`: the plain table of its public rows (None as `-`, errors shortened)."""
+    def print_rows(rows: list[dict[str, Any]]) -> None:
+        from exports_pipeline.cli import print_table
+
+        for row in rows:
+            for name, value in row.items():
+                if isinstance(value, bool):
+                    row[name] = "yes" if value else "no"
+                elif value is None:
+                    row[name] = "-"
+            error = row.get("last_error") or "-"
+            row["last_error"] = error if len(error) <= 60 else error[:59] + "…"
+        print_table(rows, columns, out=sys.stdout)
+    return print_rows
+
+
+def _print_blob_rows(rows: list[dict[str, Any]]) -> None:
+    from exports_pipeline.cli import print_table
+
     for row in rows:
         row["formats"] = ",".join(row["formats"])
         row["enabled"] = "yes" if row["enabled"] else "no"
@@ -160,15 +207,92 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     print_table(rows, ("project", "kind", "destination", "endpoint", "frequency", "formats", "compression", "mode",
                        "start_date", "enabled", "last_sync_at", "last_error", "access_key_id", "secret"),
                 out=sys.stdout)  # print_table's default is bound at import, before any redirection
-    return 0
 
 
-def cmd_update(args: argparse.Namespace, settings: Settings) -> int:
+# ------------------------------------------------------------------------------------- the kind registry
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One integration kind's commands (see the module docstring)."""
+
+    name: str  # the --kind value
+    label: str  # in messages: "object-storage", "PostHog"
+    get: Callable[[Any, str], Any | None]  # (state, project) -> the row or None
+    update_flags: tuple[str, ...]  # `update` options (argparse dests) that belong to this kind
+    update: Callable[..., int]
+    disable: Callable[..., int]
+    enable: Callable[..., int]
+    remove: Callable[..., int]
+    validate: Callable[..., int]
+    rows: Callable[[Any], list[dict[str, Any]]]  # public rows for `list` (never a secret)
+    print_rows: Callable[[list[dict[str, Any]]], None]
+    register_add: Callable[[argparse._SubParsersAction], None] | None = None
+    add_update_options: Callable[..., None] | None = None
+
+
+KINDS: dict[str, Kind] = {}
+
+
+def register_kind(kind: Kind) -> None:
+    KINDS[kind.name] = kind
+
+
+def resolve(args: argparse.Namespace, state, project: str) -> tuple[Kind, Any]:
+    """The kind and row a command acts on: `--kind`, else the project's only integration."""
+    if getattr(args, "kind", None):
+        kind = KINDS[args.kind]
+        found = kind.get(state, project)
+        if found is None:
+            raise ValueError(f"--project: project {project!r} has no {kind.label} integration "
+                             "(`exports-pipeline integrations list` shows them)")
+        return kind, found
+    present = [(kind, row) for kind in KINDS.values() if (row := kind.get(state, project)) is not None]
+    if not present:
+        raise ValueError(f"--project: project {project!r} has no integration "
+                         "(`exports-pipeline integrations list` shows them)")
+    if len(present) > 1:
+        names = [kind.name for kind, _ in present]
+        raise ValueError(f"--kind: project {project!r} has {len(present)} integrations ({', '.join(names)}); "
+                         f"say which with --kind {'|'.join(names)}")
+    return present[0]
+
+
+def _dispatch(action: str):
+    def command(args: argparse.Namespace, settings: Settings) -> int:
+        project = require_project(args.project, strict=False)
+        state = open_state(settings)
+        kind, existing = resolve(args, state, project)
+        if action == "update":
+            given = [(flag, other) for other in KINDS.values() if other is not kind for flag in other.update_flags
+                     if getattr(args, flag, None) not in (None, False) and flag not in kind.update_flags]
+            if given:
+                flag, other = given[0]
+                raise ValueError(f"--{flag.replace('_', '-')} applies to {other.label} integrations (--kind "
+                                 f"{other.name}), not to the {kind.label} integration of project {project!r}")
+        return getattr(kind, action)(args, settings, state, existing)
+    command.__name__ = f"cmd_{action}"
+    return command
+
+
+cmd_update = _dispatch("update")
+cmd_disable = _dispatch("disable")
+cmd_enable = _dispatch("enable")
+cmd_remove = _dispatch("remove")
+cmd_validate = _dispatch("validate")
+
+
+# ------------------------------------------------------------------------------------------- blob handlers
+
+_BLOB_UPDATE_FLAGS = ("destination", "frequency", "formats", "compression", "mode", "start_date", "endpoint",
+                      "region", "force_path_style", "access_key_id", "secret_access_key_stdin", "sse",
+                      "sse_kms_key_id", "max_file_size_mb", "key_template")
+
+
+def _blob_update(args: argparse.Namespace, settings: Settings, state, existing: BlobIntegration) -> int:
     from exports_pipeline.state.models import blob_cursor_sink
 
-    project = require_project(args.project, strict=False)
-    state = open_state(settings)
-    existing = _existing(state, project)
+    project = existing.project_id
     secret = _read_secret(args)
     option_names = ("destination", "frequency", "formats", "compression", "mode", "start_date", "endpoint", "region",
                     "force_path_style", "access_key_id", "sse", "sse_kms_key_id", "max_file_size_mb", "key_template")
@@ -216,30 +340,24 @@ def _say_where_earlier_exports_stay(state, before: BlobIntegration, after: BlobI
           "deletes every recorded object where it was written, the new destination's too")
 
 
-def cmd_disable(args: argparse.Namespace, settings: Settings) -> int:
-    project = require_project(args.project, strict=False)
-    state = open_state(settings)
-    _existing(state, project)
+def _blob_disable(args: argparse.Namespace, settings: Settings, state, existing: BlobIntegration) -> int:
+    project = existing.project_id
     state.disable_blob_integration(project)
     print(f"disabled the object-storage integration of project {project} (settings and sync cursor kept; "
           f"`integrations enable --project {project}` resumes it)")
     return 0
 
 
-def cmd_enable(args: argparse.Namespace, settings: Settings) -> int:
-    project = require_project(args.project, strict=False)
-    state = open_state(settings)
-    previous = _existing(state, project)
+def _blob_enable(args: argparse.Namespace, settings: Settings, state, previous: BlobIntegration) -> int:
+    project = previous.project_id
     state.enable_blob_integration(project)  # also clears last_error and the notification cooldown
     note = " and cleared its last error" if previous.last_error else ""
     print(f"enabled the object-storage integration of project {project}{note}")
     return 0
 
 
-def cmd_remove(args: argparse.Namespace, settings: Settings) -> int:
-    project = require_project(args.project, strict=False)
-    state = open_state(settings)
-    existing = _existing(state, project)
+def _blob_remove(args: argparse.Namespace, settings: Settings, state, existing: BlobIntegration) -> int:
+    project = existing.project_id
     state.delete_blob_integration(project)
     print(f"removed the object-storage integration of project {project} (its sync cursors are forgotten)")
     entries = state.list_event_log(project)
@@ -257,13 +375,12 @@ def cmd_remove(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
+def _blob_validate(args: argparse.Namespace, settings: Settings, state, integration: BlobIntegration) -> int:
     from exports_pipeline.errors import ConfigError, ExportsError
     from exports_pipeline.export.blob import destination_for
     from exports_pipeline.resources.object_store.resource import ObjectStoreResource
 
-    project = require_project(args.project, strict=False)
-    integration = _existing(open_state(settings), project)
+    project = integration.project_id
     destination = destination_for(integration, optional_box(settings))
     if not integration.enabled:
         print(f"note: the integration of project {project} is disabled")
@@ -491,6 +608,11 @@ def _destination_url(integration: BlobIntegration) -> str:
     return f"s3://{integration.bucket_name}/{integration.prefix}"
 
 
+def iso(value: dt.datetime | None) -> str | None:
+    """A stored time as shown in `list`: ISO-8601 UTC with a Z."""
+    return _iso(value)
+
+
 def _iso(value: dt.datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
@@ -533,3 +655,29 @@ def _print_summary(i: BlobIntegration) -> None:
         lines.append(("key template", i.key_template))
     for name, value in lines:
         print(f"  {name:<14} {value}")
+
+
+# ------------------------------------------------------------------------------------------- registrations
+
+def _register_kinds() -> None:
+    from exports_pipeline.commands import integrations_mixpanel as mixpanel
+    from exports_pipeline.commands import integrations_posthog as posthog
+
+    register_kind(Kind(
+        name="blob", label="object-storage", get=lambda state, project: state.get_blob_integration(project),
+        update_flags=_BLOB_UPDATE_FLAGS, update=_blob_update, disable=_blob_disable, enable=_blob_enable,
+        remove=_blob_remove, validate=_blob_validate,
+        rows=lambda state: [_public_row(i) for i in state.list_blob_integrations()], print_rows=_print_blob_rows))
+    register_kind(Kind(
+        name="posthog", label=posthog.LABEL, get=posthog.get, update_flags=posthog.UPDATE_FLAGS,
+        update=posthog.update, disable=posthog.disable, enable=posthog.enable, remove=posthog.remove,
+        validate=posthog.validate, rows=posthog.rows, print_rows=_print_rows(posthog.TABLE_COLUMNS),
+        register_add=posthog.register_add, add_update_options=posthog.add_options))
+    register_kind(Kind(
+        name="mixpanel", label=mixpanel.LABEL, get=mixpanel.get, update_flags=mixpanel.UPDATE_FLAGS,
+        update=mixpanel.update, disable=mixpanel.disable, enable=mixpanel.enable, remove=mixpanel.remove,
+        validate=mixpanel.validate, rows=mixpanel.rows, print_rows=_print_rows(mixpanel.TABLE_COLUMNS),
+        register_add=mixpanel.register_add, add_update_options=mixpanel.add_options))
+
+
+_register_kinds()

@@ -6,12 +6,13 @@ from `EXPORTS_MIXPANEL_SECRET` or stdin (`--secret-stdin`), with `--service-acco
 `--mixpanel-project-id N`. Both are encrypted with `ENCRYPTION_KEY` before they are stored and never printed.
 
 `list`, `update`, `disable`, `enable`, `remove` and `validate` are generic over integration kinds
-(`commands/integrations.py`); `KIND` below is what this kind contributes to them.
+(`commands/integrations.py`, `--kind mixpanel`); the handlers below are what this kind contributes.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from typing import TYPE_CHECKING, Any
@@ -28,7 +29,7 @@ REGIONS = ("api", "api-eu", "api-in")
 MASKED = "****"
 
 
-def register(isub: argparse._SubParsersAction) -> None:
+def register_add(isub: argparse._SubParsersAction) -> None:
     add = isub.add_parser(
         "add-mixpanel", help="add a project's Mixpanel sync (a project token, or a service account)",
         epilog=f"The project token is read from ${TOKEN_ENV} or, with --token-stdin, from one line of stdin; a "
@@ -39,12 +40,23 @@ def register(isub: argparse._SubParsersAction) -> None:
                      help="Mixpanel data residency: api (US), api-eu (EU), api-in (India)")
     add.add_argument("--endpoint", metavar="URL", help="base URL replacing https://{region}.mixpanel.com "
                      "(a proxy; /import?strict=1 is appended)")
-    add.add_argument("--token-stdin", action="store_true", help="read the project token from the first line of stdin")
-    add.add_argument("--service-account-username", metavar="U", help="an Owner or Admin service account")
-    add.add_argument("--mixpanel-project-id", metavar="N", help="the numeric Mixpanel project id (service account)")
-    add.add_argument("--secret-stdin", action="store_true",
-                     help="read the service account's secret from the first line of stdin")
+    add_options(add, for_update=False)
     add.set_defaults(func=cmd_add_mixpanel)
+
+
+def add_options(p: argparse.ArgumentParser, *, for_update: bool) -> None:
+    """The credential options (`update` shares --region and --endpoint with the object-storage kind)."""
+    suffix = " (Mixpanel)" if for_update else ""
+    p.add_argument("--token-stdin", action="store_true", help="read the project token from the first line of stdin"
+                   + suffix)
+    p.add_argument("--service-account-username", metavar="U", help="an Owner or Admin service account" + suffix)
+    p.add_argument("--mixpanel-project-id", metavar="N", help="the numeric Mixpanel project id (service account)")
+    p.add_argument("--secret-stdin", action="store_true",
+                   help="read the service account's secret from the first line of stdin" + suffix)
+
+
+UPDATE_FLAGS = ("region", "endpoint", "token_stdin", "service_account_username", "mixpanel_project_id",
+                "secret_stdin")
 
 
 def cmd_add_mixpanel(args: argparse.Namespace, settings: Settings) -> int:
@@ -86,7 +98,7 @@ def build(args: argparse.Namespace, settings: Settings) -> MixpanelIntegration:
         secret = _read(SECRET_ENV, "--secret-stdin", args.secret_stdin)
         if secret is None:
             raise ValueError(f"the service account's secret is missing: set ${SECRET_ENV} or pass --secret-stdin")
-        box = SecretBox(settings.encryption_key)
+        box = SecretBox(settings.require_encryption_key())
         fields: dict[str, Any] = dict(mixpanel_service_account_username=user, mixpanel_project_id=pid,
                                       encrypted_mixpanel_service_account_secret=box.encrypt(secret))
     else:
@@ -94,7 +106,7 @@ def build(args: argparse.Namespace, settings: Settings) -> MixpanelIntegration:
         if token is None:
             raise ValueError(f"the project token is missing: set ${TOKEN_ENV}, pass --token-stdin, or give a "
                              "service account (--service-account-username, --mixpanel-project-id)")
-        fields = dict(encrypted_mixpanel_project_token=SecretBox(settings.encryption_key).encrypt(token))
+        fields = dict(encrypted_mixpanel_project_token=SecretBox(settings.require_encryption_key()).encrypt(token))
     return MixpanelIntegration(args.project, mixpanel_region=region, endpoint=endpoint, **fields)
 
 
@@ -157,14 +169,66 @@ def validate_project(project: str, settings: Settings) -> int:
     return 1
 
 
-# What `commands/integrations.py` needs to treat Mixpanel like any kind (its registry plugs these in).
-KIND = {
-    "name": "mixpanel",
-    "get": lambda state, project: state.get_mixpanel_integration(project),
-    "list": lambda state: state.list_mixpanel_integrations(),
-    "disable": lambda state, project: state.disable_mixpanel_integration(project),
-    "enable": lambda state, project: state.enable_mixpanel_integration(project),
-    "remove": lambda state, project: state.delete_mixpanel_integration(project),
-    "public_row": public_row,
-    "validate": validate_project,
-}
+# ------------------------------------------------------------------------- handlers of the generic commands
+
+
+def update(args: argparse.Namespace, settings: Settings, state, existing: MixpanelIntegration) -> int:
+    """--region, --endpoint ('' clears it) and new credentials (either kind) from the environment or stdin."""
+    token_given = args.token_stdin or os.environ.get(TOKEN_ENV)
+    account_given = (args.service_account_username is not None or args.mixpanel_project_id is not None
+                     or args.secret_stdin or os.environ.get(SECRET_ENV))
+    if args.region is None and args.endpoint is None and not token_given and not account_given:
+        raise ValueError("update: nothing to change; give --region, --endpoint or new credentials")
+    endpoint = existing.endpoint if args.endpoint is None else (args.endpoint.strip() or None)
+    args.region = args.region if args.region is not None else existing.mixpanel_region
+    args.endpoint = endpoint
+    if token_given or account_given:
+        if account_given and not token_given and existing.uses_service_account:  # keep what is not given
+            args.service_account_username = args.service_account_username or existing.mixpanel_service_account_username
+            args.mixpanel_project_id = args.mixpanel_project_id or existing.mixpanel_project_id
+        new = build(args, settings)
+    else:
+        new = dataclasses.replace(existing, mixpanel_region=args.region, endpoint=endpoint)
+    new = dataclasses.replace(new, enabled=existing.enabled, export_source=existing.export_source)
+    saved = state.upsert_mixpanel_integration(new)
+    print(f"updated Mixpanel integration for project {existing.project_id}")
+    for name, value in summary(saved):
+        print(f"  {name:<12} {value}")
+    return 0
+
+
+def disable(args, settings, state, existing: MixpanelIntegration) -> int:
+    state.disable_mixpanel_integration(existing.project_id)
+    print(f"disabled the Mixpanel integration of project {existing.project_id} (settings and sync cursor kept; "
+          f"`integrations enable --project {existing.project_id} --kind mixpanel` resumes it)")
+    return 0
+
+
+def enable(args, settings, state, existing: MixpanelIntegration) -> int:
+    state.enable_mixpanel_integration(existing.project_id)
+    note = " and cleared its last error" if existing.last_error else ""
+    print(f"enabled the Mixpanel integration of project {existing.project_id}{note}")
+    return 0
+
+
+def remove(args, settings, state, existing: MixpanelIntegration) -> int:
+    state.delete_mixpanel_integration(existing.project_id)
+    print(f"removed the Mixpanel integration of project {existing.project_id} (its sync cursor is forgotten; "
+          "events already sent stay in Mixpanel)")
+    return 0
+
+
+def validate(args, settings, state, existing: MixpanelIntegration) -> int:
+    return validate_project(existing.project_id, settings)
+
+
+def get(state, project: str) -> MixpanelIntegration | None:
+    return state.get_mixpanel_integration(project)
+
+
+def rows(state) -> list[dict[str, Any]]:
+    return [public_row(i) for i in state.list_mixpanel_integrations()]
+
+
+LABEL = "Mixpanel"
+TABLE_COLUMNS = ("project", "kind", "region", "endpoint", "auth", "enabled", "last_sync_at", "last_error", "secret")

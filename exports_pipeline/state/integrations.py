@@ -230,7 +230,8 @@ class IntegrationsMixin(StoreBase):
         return self._disable(POSTHOG, project_id, error)
 
     def enable_posthog_integration(self, project_id: str) -> PostHogIntegration | None:
-        return self._update(POSTHOG, project_id, enabled=True)
+        """Re-enable after the customer fixed the cause: the recorded error is cleared with it."""
+        return self._update(POSTHOG, project_id, enabled=True, last_error=None, last_error_at=None)
 
     def delete_posthog_integration(self, project_id: str) -> bool:
         return self._delete(POSTHOG, project_id)

@@ -216,6 +216,7 @@ class PostHogIntegration:
     posthog_host_name: str
     enabled: bool = True
     export_source: str = "EVENTS"
+    project_name: str | None = None  # sent as `langfuse_project_name`
     last_sync_at: datetime | None = None
     last_error: str | None = None
     last_error_at: datetime | None = None
@@ -226,6 +227,7 @@ class PostHogIntegration:
         check_text("project_id", self.project_id)
         check_encrypted("encrypted_posthog_api_key", self.encrypted_posthog_api_key)
         check_url("posthog_host_name", self.posthog_host_name)
+        check_text("project_name", self.project_name, optional=True)
         check_choice("export_source", self.export_source, EXPORT_SOURCES)
         if not isinstance(self.enabled, bool):
             raise ValueError("enabled must be a bool")

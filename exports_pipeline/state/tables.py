@@ -120,6 +120,8 @@ posthog_integrations = sa.Table(
     _text("export_source", server_default="EVENTS"),
     _text("last_error", nullable=True),
     _ts("last_error_at"),
+    # Ours (0003): Langfuse's project name, sent as `langfuse_project_name` (Langfuse reads its projects table).
+    _text("project_name", nullable=True),
 )
 
 mixpanel_integrations = sa.Table(

@@ -201,7 +201,10 @@ def test_posthog_round_trip(store: StateStore, box):
     disabled = store.disable_posthog_integration("p1", "bad host " + "h" * 2000)
     assert disabled.enabled is False and len(disabled.last_error) == 1000
     assert store.list_posthog_integrations(enabled=True) == []
-    assert store.enable_posthog_integration("p1").enabled is True
+    enabled = store.enable_posthog_integration("p1")
+    assert enabled.enabled is True and enabled.last_error is None and enabled.last_error_at is None
+    named = store.upsert_posthog_integration(dataclasses.replace(enabled, project_name="Shop (prod)"))
+    assert store.get_posthog_integration("p1").project_name == named.project_name == "Shop (prod)"
     assert [i.project_id for i in store.list_posthog_integrations(enabled=True)] == ["p1"]
     store.finish_window(SINK_POSTHOG, "p1", T0, T0 + timedelta(hours=1), "r1", origin=T0)
     assert store.delete_posthog_integration("p1") is True

@@ -165,8 +165,8 @@ def test_0002_backfills_where_existing_event_log_rows_live(state_database_url: s
 
 
 def test_0003_keeps_token_rows_and_refuses_to_downgrade_service_accounts(state_database_url: str):
-    """A 0002 database's Mixpanel row (token only) survives the upgrade unchanged; a service-account row
-    cannot be represented in 0002, so the downgrade refuses instead of losing it."""
+    """A database before 0003_mixpanel with a Mixpanel row (token only) survives the upgrade unchanged; a
+    service-account row cannot be represented before it, so the downgrade refuses instead of losing it."""
     from exports_pipeline.crypto import SecretBox, generate_key
     from exports_pipeline.state import MixpanelIntegration
 
@@ -174,7 +174,7 @@ def test_0003_keeps_token_rows_and_refuses_to_downgrade_service_accounts(state_d
     token = box.encrypt("tok")
     engine = get_engine(state_database_url)
     with write_tx(engine) as conn:
-        command.upgrade(alembic_config(conn), "0002")
+        command.upgrade(alembic_config(conn), "0003_posthog")
     with write_tx(engine) as conn:
         conn.execute(sa.text(
             "INSERT INTO mixpanel_integrations (project_id, encrypted_mixpanel_project_token, mixpanel_region, "
@@ -189,5 +189,5 @@ def test_0003_keeps_token_rows_and_refuses_to_downgrade_service_accounts(state_d
         mixpanel_project_id="7"))
     store.dispose()
     with pytest.raises(RuntimeError, match="service account"), write_tx(engine) as conn:
-        command.downgrade(alembic_config(conn), "0002")
+        command.downgrade(alembic_config(conn), "0003_posthog")
     assert StateStore(database_url=state_database_url).get_mixpanel_integration("q") is not None

@@ -31,6 +31,8 @@ class RetryPolicy:
     max_attempts: int = 5
     backoff_base_seconds: float = 0.5
     backoff_max_seconds: float = 30.0
+    # A server's own wait (HTTP Retry-After, carried as a fault's `retry_after`) is honoured up to this.
+    retry_after_max_seconds: float = 120.0
 
     def delay(self, attempt: int) -> float:
         """Full jitter: uniform in [0, min(cap, base × 2^(attempt-1))]."""
@@ -66,6 +68,9 @@ def call_with_retries(
                     fault = TransientFault(f"{fault} (gave up after {attempt} attempts)", code=fault.code)
                 raise fault from exc
             delay = policy.delay(attempt)
+            hint = getattr(fault, "retry_after", None)
+            if hint:
+                delay = max(delay, min(float(hint), policy.retry_after_max_seconds))
             log.warning("%s: attempt %d/%d failed (%s); retrying in %.2fs",
                         what, attempt, policy.max_attempts, fault.code, delay)
             if cancel is not None:

@@ -4,13 +4,14 @@ database and the local receiver."""
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import pytest
 
 from exports_pipeline.cli import main
 from exports_pipeline.commands import open_state
-from exports_pipeline.commands.integrations_mixpanel import KIND, public_row, validate_project
+from exports_pipeline.commands.integrations_mixpanel import public_row, validate_project
 from exports_pipeline.crypto import SecretBox
 from exports_pipeline.settings import get_settings
 from exports_pipeline.state.store import StateStore
@@ -74,14 +75,25 @@ def test_validate_names_the_exact_cause(cli, monkeypatch, mixpanel_peer, capsys)
     assert err.startswith("FAIL 401") and "Invalid credentials" in err and "wrong-token-123" not in err
 
 
-def test_kind_handlers_disable_enable_remove(cli, monkeypatch):
+def test_generic_commands_with_kind_mixpanel(cli, monkeypatch, mixpanel_peer):
+    """list, update, disable, enable, validate and remove through the kind registry (--kind mixpanel)."""
     monkeypatch.setenv("EXPORTS_MIXPANEL_PROJECT_TOKEN", TOKEN)
     assert cli("integrations", "add-mixpanel", "--project", "p", "--region", "api-in")[0] == 0
-    state = open_state(get_settings())
-    assert KIND["disable"](state, "p").enabled is False
-    assert KIND["enable"](state, "p").enabled is True
-    assert [public_row(i)["region"] for i in KIND["list"](state)] == ["api-in"]
-    assert KIND["remove"](state, "p") is True and KIND["get"](state, "p") is None
+    code, out, err = cli("integrations", "list", "--json")
+    assert code == 0 and json.loads(out)[0]["region"] == "api-in" and TOKEN not in out
+    code, out, err = cli("integrations", "update", "--project", "p", "--kind", "mixpanel", "--endpoint",
+                         mixpanel_peer.url)
+    assert code == 0, err
+    assert open_state(get_settings()).get_mixpanel_integration("p").endpoint == mixpanel_peer.url
+    code, out, err = cli("integrations", "validate", "--project", "p")
+    assert code == 0 and out.startswith("PASS"), err
+    assert cli("integrations", "disable", "--project", "p")[0] == 0
+    assert open_state(get_settings()).get_mixpanel_integration("p").enabled is False
+    assert cli("integrations", "enable", "--project", "p", "--kind", "mixpanel")[0] == 0
+    code, out, err = cli("integrations", "update", "--project", "p", "--frequency", "daily")
+    assert code == 2 and "object-storage" in err
+    assert cli("integrations", "remove", "--project", "p")[0] == 0
+    assert open_state(get_settings()).get_mixpanel_integration("p") is None
 
 
 @pytest.mark.parametrize("args, env, message", [

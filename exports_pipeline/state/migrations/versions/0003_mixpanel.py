@@ -7,7 +7,7 @@ exactly one of the two, so the token column becomes nullable. `endpoint` replace
 `last_error_at`) were already created by 0001.
 
 Revision ID: 0003_mixpanel
-Revises: 0002
+Revises: 0003_posthog
 Create Date: 2026-12-05
 """
 
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0003_mixpanel"
-down_revision = "0002"
+down_revision = "0003_posthog"  # after merging the posthog branch (the lead renumbers)
 branch_labels = None
 depends_on = None
 
@@ -37,8 +37,8 @@ def downgrade() -> None:
     without_token = op.get_bind().execute(sa.text(
         "SELECT count(*) FROM mixpanel_integrations WHERE encrypted_mixpanel_project_token IS NULL")).scalar_one()
     if without_token:
-        raise RuntimeError(f"{without_token} Mixpanel integration(s) use a service account, which revision 0002 "
-                           "cannot hold; remove them (`integrations remove`) before downgrading")
+        raise RuntimeError(f"{without_token} Mixpanel integration(s) use a service account, which the previous "
+                           "revision cannot hold; remove them (`integrations remove`) before downgrading")
     with op.batch_alter_table("mixpanel_integrations") as batch:
         for name in reversed(_NEW):
             batch.drop_column(name)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import dagster as dg
 
 from exports_pipeline.resources.clickhouse import ClickHouseResource
+from exports_pipeline.resources.mixpanel import MixpanelResource
 from exports_pipeline.resources.object_store.resource import ObjectStoreResource
 from exports_pipeline.resources.posthog import PostHogResource
 from exports_pipeline.settings import Settings, get_settings
+from exports_pipeline.sinks.mixpanel import defs as mixpanel
 from exports_pipeline.sinks.object_storage import defs as object_storage
 from exports_pipeline.sinks.posthog import defs as posthog
 from exports_pipeline.source_profile import events_source_profile, source_profile_job
@@ -20,6 +22,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "state": StateStore(database_url=settings.database_url),
         "object_store": ObjectStoreResource(),
         "posthog": PostHogResource(),
+        "mixpanel": MixpanelResource(),
     }
 
 
@@ -29,6 +32,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         dg.Definitions(assets=[events_source_profile], jobs=[source_profile_job]),
         object_storage.definitions(settings),
         posthog.definitions(settings),
+        mixpanel.definitions(settings),
         dg.Definitions(resources=build_resources(settings)),
     )
 

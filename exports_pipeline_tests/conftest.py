@@ -20,7 +20,7 @@ import pytest
 # Shared fixtures that live in their own modules (real S3 peers, a seeded events table, SMTP servers).
 pytest_plugins = [
     "exports_pipeline_tests.s3_peers", "exports_pipeline_tests.seeded_events", "exports_pipeline_tests.smtp_peers",
-    "exports_pipeline_tests.posthog_peers",
+    "exports_pipeline_tests.posthog_peers", "exports_pipeline_tests.mixpanel_peers",
 ]
 
 # chDB allows one data directory per process: the whole session shares one, and tests isolate by database.

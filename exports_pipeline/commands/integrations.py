@@ -679,6 +679,7 @@ def _print_summary(i: BlobIntegration) -> None:
 # ------------------------------------------------------------------------------------------- registrations
 
 def _register_kinds() -> None:
+    from exports_pipeline.commands import integrations_mixpanel as mixpanel
     from exports_pipeline.commands import integrations_posthog as posthog
 
     register_kind(Kind(
@@ -691,6 +692,11 @@ def _register_kinds() -> None:
         update=posthog.update, disable=posthog.disable, enable=posthog.enable, remove=posthog.remove,
         validate=posthog.validate, rows=posthog.rows, print_rows=_print_rows(posthog.TABLE_COLUMNS),
         register_add=posthog.register_add, add_update_options=posthog.add_options))
+    register_kind(Kind(
+        name="mixpanel", label=mixpanel.LABEL, get=mixpanel.get, update_flags=mixpanel.UPDATE_FLAGS,
+        update=mixpanel.update, disable=mixpanel.disable, enable=mixpanel.enable, remove=mixpanel.remove,
+        validate=mixpanel.validate, rows=mixpanel.rows, print_rows=_print_rows(mixpanel.TABLE_COLUMNS),
+        register_add=mixpanel.register_add, add_update_options=mixpanel.add_options))
 
 
 _register_kinds()

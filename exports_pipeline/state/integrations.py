@@ -258,7 +258,8 @@ class IntegrationsMixin(StoreBase):
         return self._disable(MIXPANEL, project_id, error)
 
     def enable_mixpanel_integration(self, project_id: str) -> MixpanelIntegration | None:
-        return self._update(MIXPANEL, project_id, enabled=True)
+        """Re-enable after the customer fixed the cause: the recorded error is cleared with it."""
+        return self._update(MIXPANEL, project_id, enabled=True, last_error=None, last_error_at=None)
 
     def delete_mixpanel_integration(self, project_id: str) -> bool:
         return self._delete(MIXPANEL, project_id)

@@ -237,11 +237,19 @@ class PostHogIntegration:
 
 @dataclass(frozen=True)
 class MixpanelIntegration:
+    """One project's Mixpanel sync. Credentials: a project token, or a service account (username, secret,
+    numeric Mixpanel project id), never both; the secrets are stored encrypted. `endpoint` replaces the
+    regional base URL `https://{mixpanel_region}.mixpanel.com` (a proxy, a test receiver)."""
+
     project_id: str
-    encrypted_mixpanel_project_token: str = field(repr=False)
+    encrypted_mixpanel_project_token: str | None = field(default=None, repr=False)
     mixpanel_region: str = "api"
     enabled: bool = True
     export_source: str = "EVENTS"
+    mixpanel_service_account_username: str | None = None
+    encrypted_mixpanel_service_account_secret: str | None = field(default=None, repr=False)
+    mixpanel_project_id: str | None = None
+    endpoint: str | None = None
     last_sync_at: datetime | None = None
     last_error: str | None = None
     last_error_at: datetime | None = None
@@ -250,13 +258,33 @@ class MixpanelIntegration:
 
     def __post_init__(self) -> None:
         check_text("project_id", self.project_id)
-        check_encrypted("encrypted_mixpanel_project_token", self.encrypted_mixpanel_project_token)
+        check_encrypted("encrypted_mixpanel_project_token", self.encrypted_mixpanel_project_token, optional=True)
+        check_text("mixpanel_service_account_username", self.mixpanel_service_account_username, optional=True)
+        check_encrypted("encrypted_mixpanel_service_account_secret", self.encrypted_mixpanel_service_account_secret,
+                        optional=True)
+        if self.mixpanel_project_id is not None and not (
+                isinstance(self.mixpanel_project_id, str) and self.mixpanel_project_id.isascii()
+                and self.mixpanel_project_id.isdigit()):
+            raise ValueError(f"mixpanel_project_id must be Mixpanel's numeric project id, got {self.mixpanel_project_id!r}")
+        account = (self.mixpanel_service_account_username, self.encrypted_mixpanel_service_account_secret,
+                   self.mixpanel_project_id)
+        if self.encrypted_mixpanel_project_token is not None:
+            if any(v is not None for v in account):
+                raise ValueError("credentials: a project token or a service account, not both")
+        elif any(v is None for v in account):
+            raise ValueError("credentials: a project token, or a service account with username, secret and "
+                             "mixpanel_project_id, is required")
         check_choice("mixpanel_region", self.mixpanel_region, MIXPANEL_REGIONS)
+        check_url("endpoint", self.endpoint, optional=True)
         check_choice("export_source", self.export_source, EXPORT_SOURCES)
         if not isinstance(self.enabled, bool):
             raise ValueError("enabled must be a bool")
         _freeze({n: getattr(self, n) for n in ("last_sync_at", "last_error_at", "created_at", "updated_at")},
                 self)
+
+    @property
+    def uses_service_account(self) -> bool:
+        return self.encrypted_mixpanel_project_token is None
 
 
 @dataclass(frozen=True)

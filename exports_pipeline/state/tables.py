@@ -128,7 +128,7 @@ mixpanel_integrations = sa.Table(
     "mixpanel_integrations",
     metadata,
     _text("project_id", primary_key=True),
-    _text("encrypted_mixpanel_project_token"),
+    _text("encrypted_mixpanel_project_token", nullable=True),  # NULL with a service account (0003)
     _text("mixpanel_region", server_default="api"),
     _ts("last_sync_at"),
     _flag("enabled", True),
@@ -137,6 +137,12 @@ mixpanel_integrations = sa.Table(
     _text("export_source", server_default="EVENTS"),
     _text("last_error", nullable=True),
     _ts("last_error_at"),
+    # Ours, beyond Langfuse's columns (0003): a service account instead of the project token, and a base
+    # URL that replaces https://{region}.mixpanel.com (a proxy, a test receiver).
+    _text("mixpanel_service_account_username", nullable=True),
+    _text("encrypted_mixpanel_service_account_secret", nullable=True),
+    _text("mixpanel_project_id", nullable=True),
+    _text("endpoint", nullable=True),
 )
 
 batch_exports = sa.Table(

@@ -321,3 +321,36 @@ def test_bad_store_arguments_name_the_field(store: StateStore, box):
     with pytest.raises(ValueError, match="last_sync_at"):
         store.mark_posthog_synced("p1", datetime(2024, 1, 1))
     assert store.get_blob_integration("p1").last_sync_at is None
+
+
+def test_mixpanel_service_account_round_trip(store: StateStore, box):
+    """A service account (username, encrypted secret, numeric project id) instead of the token, with an
+    endpoint override; enabling again clears the recorded error."""
+    saved = store.upsert_mixpanel_integration(MixpanelIntegration(
+        project_id="p1", mixpanel_service_account_username="sa.user", mixpanel_project_id="3141592",
+        encrypted_mixpanel_service_account_secret=box.encrypt("sa-secret"), endpoint="http://127.0.0.1:9/mp"))
+    assert saved == store.get_mixpanel_integration("p1")
+    assert saved.uses_service_account and saved.encrypted_mixpanel_project_token is None
+    assert box.decrypt(saved.encrypted_mixpanel_service_account_secret) == "sa-secret"
+    assert "sa-secret" not in repr(saved) and saved.encrypted_mixpanel_service_account_secret not in repr(saved)
+    store.disable_mixpanel_integration("p1", error="401 Invalid credentials")
+    assert store.get_mixpanel_integration("p1").last_error == "401 Invalid credentials"
+    enabled = store.enable_mixpanel_integration("p1")
+    assert enabled.enabled and enabled.last_error is None and enabled.last_error_at is None
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({}, "a project token, or a service account"),
+    ({"token": True, "mixpanel_service_account_username": "u"}, "not both"),
+    ({"mixpanel_service_account_username": "u", "secret": True}, "a project token, or a service account"),
+    ({"mixpanel_service_account_username": "u", "secret": True, "mixpanel_project_id": "12a"}, "numeric"),
+    ({"token": True, "endpoint": "ftp://x"}, "endpoint"),
+])
+def test_mixpanel_credentials_are_one_of_two_shapes(box, kw, match):
+    kw = dict(kw)
+    if kw.pop("token", False):
+        kw["encrypted_mixpanel_project_token"] = box.encrypt("tok")
+    if kw.pop("secret", False):
+        kw["encrypted_mixpanel_service_account_secret"] = box.encrypt("s")
+    with pytest.raises(ValueError, match=match):
+        MixpanelIntegration("p", **kw)

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -36,7 +37,7 @@ def test_upgrade_on_empty_database_then_noop(state_database_url: str):
     assert current_revision(state_database_url) is None
     assert _tables(state_database_url) == set()
     head = head_revision()
-    assert head == "0004"
+    assert head == "0005"
     assert upgrade(state_database_url) == head
     assert current_revision(state_database_url) == head
     assert _tables(state_database_url) == EXPECTED_TABLES | {VERSION_TABLE}
@@ -161,3 +162,32 @@ def test_0002_backfills_where_existing_event_log_rows_live(state_database_url: s
         ("https://s3.example.test", "eu-west-1", "pre/")
     assert (rows["other/p/b.csv"].endpoint, rows["other/p/b.csv"].prefix) == ("https://s3.example.test", "")
     assert (rows["p/c.csv"].endpoint, rows["p/c.csv"].region, rows["p/c.csv"].prefix) == ("", None, "")
+
+
+def test_0003_keeps_token_rows_and_refuses_to_downgrade_service_accounts(state_database_url: str):
+    """A database before 0005 (Mixpanel credentials) with a Mixpanel row (token only) survives the upgrade unchanged; a
+    service-account row cannot be represented before it, so the downgrade refuses instead of losing it."""
+    from exports_pipeline.crypto import SecretBox, generate_key
+    from exports_pipeline.state import MixpanelIntegration
+
+    box = SecretBox(generate_key())
+    token = box.encrypt("tok")
+    engine = get_engine(state_database_url)
+    with write_tx(engine) as conn:
+        command.upgrade(alembic_config(conn), "0004")
+    with write_tx(engine) as conn:
+        conn.execute(sa.text(
+            "INSERT INTO mixpanel_integrations (project_id, encrypted_mixpanel_project_token, mixpanel_region, "
+            "enabled, created_at, updated_at, export_source) VALUES ('p', :t, 'api-eu', true, :now, :now, 'EVENTS')"),
+            {"t": token, "now": "2026-11-01 00:00:00"})
+    assert upgrade(state_database_url) == head_revision()
+    store = StateStore(database_url=state_database_url)
+    row = store.get_mixpanel_integration("p")
+    assert (row.encrypted_mixpanel_project_token, row.mixpanel_region, row.endpoint) == (token, "api-eu", None)
+    store.upsert_mixpanel_integration(MixpanelIntegration(
+        "q", mixpanel_service_account_username="u", encrypted_mixpanel_service_account_secret=box.encrypt("s"),
+        mixpanel_project_id="7"))
+    store.dispose()
+    with pytest.raises(RuntimeError, match="service account"), write_tx(engine) as conn:
+        command.downgrade(alembic_config(conn), "0004")
+    assert StateStore(database_url=state_database_url).get_mixpanel_integration("q") is not None

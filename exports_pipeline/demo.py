@@ -96,6 +96,49 @@ def complete_windows(frequency: str, days: list) -> list[str]:
     return keys
 
 
+def sync_posthog(defs, instance, resources, settings: Settings, days: list) -> list[dict]:
+    """Sync proj-1 to a PostHog stand-in this process starts (`demo_peers`), one day partition per run, and
+    print what arrived. The integration is disabled afterwards: the stand-in is gone when the demo ends."""
+    from exports_pipeline.cli import print_table
+    from exports_pipeline.crypto import SecretBox
+    from exports_pipeline.demo_peers import PostHogStandIn
+    from exports_pipeline.state.models import PostHogIntegration
+
+    peer = PostHogStandIn()
+    state = resources["state"]
+    rows = []
+    try:
+        state.upsert_posthog_integration(PostHogIntegration(
+            project_id="proj-1", encrypted_posthog_api_key=SecretBox(settings.require_encryption_key()).encrypt(
+                "phc_demo_key"), posthog_host_name=peer.url, project_name="Demo project 1"))
+        instance.add_dynamic_partitions("posthog_projects", ["proj-1"])
+        job = defs.resolve_job_def("posthog_export_job")
+        for day in days:
+            key = f"{day.isoformat()}|proj-1"
+            result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False,
+                                            run_config=QUIET)
+            mats = result.asset_materializations_for_node("posthog_export")
+            if not result.success or not mats:
+                print(f"{key}: PostHog run {result.run_id} failed")
+                rows.append({"partition": key, "check": "FAIL"})
+                continue
+            meta = {k: v.value for k, v in mats[0].metadata.items()}
+            checks = result.get_asset_check_evaluations()
+            rows.append({"partition": key, "events": meta["events"], "requests": meta["requests"],
+                         "bytes (gzip)": meta["bytes"], "events/s": meta["events_per_second"],
+                         "historical": meta["historical_migration"],
+                         "check": "pass" if checks and all(c.passed for c in checks) else "FAIL"})
+    finally:
+        peer.close()
+        state.disable_posthog_integration("proj-1")
+    print(f"\nPostHog sync of proj-1 to a local stand-in at {peer.url} ({len(rows)} day partitions through Dagster):")
+    print_table(rows, ["partition", "events", "requests", "bytes (gzip)", "events/s", "historical", "check"])
+    names = sorted({e["event"] for e in peer.events.values()})
+    print(f"arrived: {len(peer.events):,} distinct events ({', '.join(names)}), {sum(peer.deliveries.values()):,} "
+          f"deliveries in {peer.requests:,} requests; the integration is disabled now that the stand-in is gone")
+    return rows
+
+
 def run_demo(settings: Settings, events_per_day: int) -> int:
     from exports_pipeline.cli import print_table
     from exports_pipeline.definitions import build_definitions, build_resources
@@ -154,6 +197,8 @@ def run_demo(settings: Settings, events_per_day: int) -> int:
         print(f"... and {len(hourly) - 6} more hourly windows; all {len(hourly)} hourly windows: "
               f"{total['rows']:,} rows, {total['files']:,} files, {total['bytes']:,} bytes")
     print(f"\nfiles are under {bucket} (one folder per project/frequency/window, manifest.json written last)")
+    posthog_rows = sync_posthog(defs, instance, resources, settings, days)
+    failed += sum(1 for r in posthog_rows if r["check"] == "FAIL")
     bad_checks = [r["partition"] for r in rows if r["check"] != "pass"]
     print(f"demo finished in {time.monotonic() - started:.1f} s; `make dev` shows these runs at http://127.0.0.1:3000")
     return 1 if failed or bad_checks else 0

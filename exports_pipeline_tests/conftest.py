@@ -17,8 +17,10 @@ from collections.abc import Iterator
 
 import pytest
 
-# Shared fixtures that live in their own modules (real S3 peers, a seeded events table).
-pytest_plugins = ["exports_pipeline_tests.s3_peers", "exports_pipeline_tests.seeded_events"]
+# Shared fixtures that live in their own modules (real S3 peers, a seeded events table, SMTP servers).
+pytest_plugins = [
+    "exports_pipeline_tests.s3_peers", "exports_pipeline_tests.seeded_events", "exports_pipeline_tests.smtp_peers",
+]
 
 # chDB allows one data directory per process: the whole session shares one, and tests isolate by database.
 _SESSION_HOME = tempfile.mkdtemp(prefix="exports-test-home-")

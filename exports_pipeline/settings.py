@@ -34,7 +34,7 @@ ENV_VARS = (
 # Langfuse's BATCH_EXPORT_ROW_LIMIT default; a request's --limit may only lower it.
 DEFAULT_BATCH_ROW_LIMIT = 1_500_000
 MAX_LINK_HOURS = 7 * 24  # SigV4 presigned URLs live at most 7 days
-_EMAIL = re.compile(r"^[^@\s<>,;:\"]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
+
 
 
 class SettingsError(ValueError):
@@ -52,13 +52,6 @@ def mask_url(url: str) -> str:
     netloc = parts.netloc.rsplit("@", 1)[1]
     user = parts.username or ""
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
-
-
-def check_email(value: str, name: str) -> str:
-    """A plain `local@domain.tld` address (no display name, no list): what a mail header can carry safely."""
-    if not _EMAIL.match(value or "") or len(value) > 254:
-        raise SettingsError(f"{name}={value!r} is not an e-mail address like someone@example.com")
-    return value
 
 
 class BatchExportSettings(BaseModel):
@@ -139,11 +132,8 @@ class BatchExportSettings(BaseModel):
             raise SettingsError(f"EXPORTS_BATCH_EXPORT_SSE={sse!r} must be AES256 or aws:kms")
         destination = get("DESTINATION") or (home / "batch-exports").as_uri() + "/"
         smtp = (env.get("EXPORTS_SMTP_URL") or "").strip() or None
-        if smtp is not None:
-            _check_smtp_url(smtp)
         email_from = (env.get("EXPORTS_EMAIL_FROM") or "").strip() or None
-        if email_from is not None:
-            check_email(email_from, "EXPORTS_EMAIL_FROM")
+        _check_mail(smtp, email_from)
         secret = get("SECRET_ACCESS_KEY")
         built = cls(
             row_limit=limit, destination=destination, endpoint=get("ENDPOINT"), region=get("REGION") or "us-east-1",
@@ -165,15 +155,15 @@ class BatchExportSettings(BaseModel):
         return built
 
 
-def _check_smtp_url(url: str) -> None:
+def _check_mail(smtp_url: str | None, email_from: str | None) -> None:
+    """Both or neither, each valid: the mailer's own rules (`resources/mailer.py`), named by variable."""
+    from exports_pipeline.errors import ConfigError
+    from exports_pipeline.resources.mailer import MailerResource
+
     try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises for a bad port
-    except ValueError:
-        raise SettingsError(f"EXPORTS_SMTP_URL={mask_url(url)!r} is not a valid URL") from None
-    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
-        raise SettingsError(f"EXPORTS_SMTP_URL={mask_url(url)!r} must be smtp://user:password@host:587 "
-                            "(STARTTLS when offered) or smtps://user:password@host:465")
+        MailerResource(smtp_url=smtp_url or "", email_from=email_from or "").validate_config()
+    except ConfigError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 class Settings(BaseModel):

@@ -53,6 +53,7 @@ from exports_pipeline.batch_export.filters import (
 from exports_pipeline.errors import ConfigError
 from exports_pipeline.events.queries import qualified_table, rendered
 from exports_pipeline.formats import FORMATS
+from exports_pipeline.resources.clickhouse import settings_clause
 
 QUERY_VERSION = 1
 
@@ -248,15 +249,19 @@ def _order(q: BatchQuery) -> str:
     return f"{sql} {d} NULLS LAST, e.start_time {d}, {tiebreak}"
 
 
-def export_sql(table: str, q: BatchQuery, fmt: str) -> tuple[str, dict[str, Any]]:
-    """The export's SELECT (no FORMAT: the caller adds it and the rendering settings)."""
+def export_sql(table: str, q: BatchQuery, fmt: str,
+               sort_settings: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    """The export's SELECT (no FORMAT: the caller adds it and the rendering settings).
+
+    The sort settings sit in the SELECT's own SETTINGS clause, which wins over settings appended after
+    it (measured on chDB 26.9), so a tuned threshold goes in `sort_settings`, not in the caller's."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}", field="format")
     select = ", ".join(rendered(_EXPRESSION[c][0], _EXPRESSION[c][1], fmt, c) for c in q.columns)
     where, params = _where(q)
-    settings = ", ".join(f"{k} = {v}" for k, v in SORT_SETTINGS.items())
     sql = (f"SELECT {select} FROM {qualified_table(table)} AS e FINAL WHERE {where} "
-           f"ORDER BY {_order(q)} LIMIT {{limit:UInt64}} SETTINGS {settings}")
+           f"ORDER BY {_order(q)} LIMIT {{limit:UInt64}}"
+           + settings_clause({**SORT_SETTINGS, **(sort_settings or {})}))
     return sql, {**params, "limit": q.limit}
 
 

@@ -39,15 +39,17 @@ def qualified_table(name: str) -> str:
     return qualified_name(name)
 
 
+def rendered(expression: str, ch_type: str, fmt_name: str, alias: str) -> str:
+    """One select item as format `fmt_name` writes it: CSV carries maps and arrays as JSON text (README
+    "Rendering"); every other format takes the value as it is."""
+    if fmt_name == "csv" and (is_map(ch_type) or is_array(ch_type)):
+        return f"toJSONString({expression}) AS `{alias}`"
+    return expression if expression == f"`{alias}`" else f"{expression} AS `{alias}`"
+
+
 def export_select_list(fmt_name: str) -> str:
-    """The columns as each format writes them: CSV carries maps and arrays as JSON text."""
-    items = []
-    for col in EXPORT_COLUMNS:
-        if fmt_name == "csv" and (is_map(col.ch_type) or is_array(col.ch_type)):
-            items.append(f"toJSONString(`{col.name}`) AS `{col.name}`")
-        else:
-            items.append(f"`{col.name}`")
-    return ", ".join(items)
+    """The columns as each format writes them."""
+    return ", ".join(rendered(f"`{col.name}`", col.ch_type, fmt_name, col.name) for col in EXPORT_COLUMNS)
 
 
 def window_export_sql(table: str, fmt_name: str) -> str:

@@ -47,9 +47,10 @@ def _to_model(row: sa.RowMapping) -> BatchExport:
 class BatchExportsMixin(StoreBase):
     def create_batch_export(self, project_id: str, user_id: str, name: str, query: dict[str, Any],
                             format: str, *, compression: str = "none", email: str | None = None,
-                            claimed_by_run: str | None = None) -> BatchExport:
+                            claimed_by_run: str | None = None, created_at: datetime | None = None) -> BatchExport:
         """A QUEUED request; or, with `claimed_by_run`, one that run already owns (a launchpad run that
-        describes its own request: no sensor may launch it a second time)."""
+        describes its own request: no sensor may launch it a second time). `created_at` is the data
+        cutoff the caller already put in `query` (default: now)."""
         check_text("project_id", project_id)
         check_text("user_id", user_id)
         check_text("name", name)
@@ -63,7 +64,8 @@ class BatchExportsMixin(StoreBase):
             json.dumps(query)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"query must be JSON-serializable: {exc}") from None
-        now = utcnow()
+        check_aware("created_at", created_at)
+        now = created_at or utcnow()
         row = {
             "id": uuid.uuid4().hex, "project_id": project_id, "user_id": user_id, "name": name,
             "status": "QUEUED", "query": query, "format": format, "created_at": now, "updated_at": now,

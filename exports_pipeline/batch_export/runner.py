@@ -40,6 +40,10 @@ ROW_OVERHEAD_BYTES = 700  # rendered size of a row without input/output, for mul
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+class ClaimLost(ExportsError):
+    """Another run owns the row (two launches of one request): this run leaves it alone."""
+
+
 @dataclass
 class BatchOutcome:
     """What a run did; `export` is the row as it ended."""
@@ -145,7 +149,7 @@ def run_batch_export(export_id: str, *, clickhouse: ClickHouseResource, object_s
         if current.finished:
             log(f"batch export {export_id} is already {current.status}; nothing to do")
             return BatchOutcome(current)
-        raise ExportsError(f"batch export {export_id} is being run by run {current.run_id}; this run leaves it alone")
+        raise ClaimLost(f"batch export {export_id} is being run by run {current.run_id}; this run leaves it alone")
     if export.cancel_requested_at is not None:
         return BatchOutcome(_acknowledge(state, export, "cancelled before it started; no file was written"))
 

@@ -85,10 +85,10 @@ class BatchExportsMixin(StoreBase):
         return _to_model(row) if row else None
 
     def list_batch_exports(self, project_id: str | None = None, status: str | None = None, *,
-                           finished_before: datetime | None = None, with_file: bool | None = None
-                           ) -> list[BatchExport]:
+                           finished_before: datetime | None = None, with_file: bool | None = None,
+                           run_id: str | None = None) -> list[BatchExport]:
         """Newest first, like Langfuse's listing. `finished_before` and `with_file` (an object exists
-        and was not deleted) serve the retention schedule."""
+        and was not deleted) serve the retention schedule; `run_id` finds the row a run owns."""
         check_text("project_id", project_id, optional=True)
         check_choice("status", status, BATCH_STATUSES, optional=True)
         check_aware("finished_before", finished_before)
@@ -100,6 +100,8 @@ class BatchExportsMixin(StoreBase):
             query = query.where(c.status == status)
         if finished_before is not None:
             query = query.where(c.finished_at < finished_before)
+        if run_id is not None:
+            query = query.where(c.run_id == run_id)
         if with_file is not None:
             has = sa.and_(c.object_key.is_not(None), c.file_deleted_at.is_(None))
             query = query.where(has if with_file else sa.not_(has))

@@ -53,7 +53,8 @@ class Env:
 def local_env(clickhouse, tmp_path, **settings):
     root = tmp_path / "batch-exports"
     state = StateStore(database_url=f"sqlite:///{tmp_path / 'state.db'}")
-    bes = BatchExportSettings(destination=root.as_uri() + "/", **settings)
+    settings.setdefault("destination", root.as_uri() + "/")
+    bes = BatchExportSettings(**settings)
     try:
         yield Env(clickhouse, state, bes, ObjectStoreResource(**FAST_STORE), root)
     finally:

@@ -59,16 +59,24 @@ def validate_email_address(addr: str, *, field: str = "--email") -> str:
     except Exception as exc:  # the parser raises ValueError, HeaderParseError, even IndexError
         raise ConfigError(f"{field}={text!r} is not an e-mail address ({_first_line(exc)})", field=field) from None
     domain = parsed.domain
-    literal = domain.startswith("[") and domain.endswith("]")
-    if not parsed.username or not (literal or _is_hostname(domain)):
+    if not (domain.startswith("[") and domain.endswith("]")):  # a domain literal is taken as written
+        domain = _ascii_hostname(domain)
+    if not parsed.username or not domain:
         raise ConfigError(
             f"{field}={text!r} is not an e-mail address: expected name@example.com", field=field)
-    return parsed.addr_spec
+    return Address(username=parsed.username, domain=domain).addr_spec
 
 
-def _is_hostname(domain: str) -> bool:
-    labels = domain.rstrip(".").split(".")
-    return len(labels) >= 2 and all(_HOSTNAME_LABEL.match(label) for label in labels)
+def _ascii_hostname(domain: str) -> str:
+    """The domain in IDNA form (``bücher.de`` -> ``xn--bcher-kva.de``, so no server needs SMTPUTF8 for
+    it), or "" when it is not a host name with at least two labels."""
+    try:
+        ascii_domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return ""
+    labels = ascii_domain.rstrip(".").split(".")
+    ok = len(labels) >= 2 and all(_HOSTNAME_LABEL.match(label) for label in labels)
+    return ascii_domain if ok else ""
 
 
 def _validate_from(value: str) -> Address:

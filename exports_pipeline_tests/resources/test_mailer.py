@@ -126,6 +126,16 @@ def test_recipient_refused_5xx_is_the_customers_4xx_transient(smtp_servers) -> N
     assert peer.received == []
 
 
+def test_server_reply_echoing_the_password_is_scrubbed(smtp_servers) -> None:
+    """Server text is foreign: a relay that quotes the credentials back must not put them in our message."""
+    peer = smtp_servers(tls="starttls", user=USER, password=PASSWORD,
+                        refuse={"gone@example.com": f"550 5.1.1 no mailbox (session {ENCODED} / {PASSWORD})"})
+    with pytest.raises(CustomerFault, match="refused recipient gone@example.com: 550") as info:
+        peer.mailer().send("gone@example.com", "s", "t")
+    assert "(session *** / ***)" in str(info.value)
+    assert _leaks(*_error_texts(info.value)) == []
+
+
 def test_host_that_does_not_resolve_is_the_customers() -> None:
     mailer = MailerResource(smtp_url=f"smtp://{CREDENTIALS}@no-such-host.invalid:587", email_from=FROM,
                             timeout_seconds=2)
@@ -158,7 +168,8 @@ def test_url_forms() -> None:
 
 @pytest.mark.parametrize("addr", ["", "alice", "alice@", "@example.com", "alice@example", "a b@example.com",
                                   "Alice <alice@example.com>", "alice@example.com, bob@example.com",
-                                  "alice@example.com\r\nBcc: eve@example.com", "alice@-bad-.com"])
+                                  "alice@example.com\r\nBcc: eve@example.com", "alice@-bad-.com",
+                                  "alice@example..com", "ålice@example.com"])
 def test_bad_recipient_addresses_are_refused_naming_the_flag(addr: str) -> None:
     with pytest.raises(ConfigError) as info:
         validate_email_address(addr)
@@ -168,6 +179,8 @@ def test_bad_recipient_addresses_are_refused_naming_the_flag(addr: str) -> None:
 def test_good_recipient_addresses() -> None:
     assert validate_email_address("  alice.o'neil+exports@sub.example.co.uk ") == "alice.o'neil+exports@sub.example.co.uk"
     assert validate_email_address('"quoted name"@example.com') == '"quoted name"@example.com'
+    assert validate_email_address("alice@bücher.de") == "alice@xn--bcher-kva.de"
+    assert validate_email_address("alice@[192.0.2.1]") == "alice@[192.0.2.1]"
 
 
 def test_configuration_must_be_whole() -> None:
@@ -191,3 +204,16 @@ def test_configuration_must_be_whole() -> None:
     mailer = MailerResource.from_env({"EXPORTS_SMTP_URL": f"smtp://{CREDENTIALS}@relay.example.com",
                                       "EXPORTS_EMAIL_FROM": FROM})
     assert mailer.enabled and _leaks(repr(mailer)) == []
+
+
+def test_works_as_a_dagster_resource(smtp_server) -> None:
+    """Config round-trips through Dagster (the URL is a secret field) and an asset can send with it."""
+    import dagster as dg
+
+    @dg.asset
+    def notify(mailer: MailerResource) -> None:
+        mailer.send("alice@example.com", "from an asset", "body")
+
+    result = dg.materialize([notify], resources={"mailer": smtp_server.mailer()})
+    assert result.success
+    assert [m["Subject"] for m in smtp_server.messages] == ["from an asset"]

@@ -502,3 +502,19 @@ def test_each_format_renders_the_row_shape(seeded, raw, tmp_path, fmt, columns) 
         assert {n: _canonical(n, got[n], fmt) for n in names} == {n: want_row[n] for n in names}
     if "parentObservationId" in names:  # NULL (a root's parent) stays apart from ''
         assert {r["parentObservationId"] is None for r in rows} == {True, False}
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
+def test_filters_read_the_table_not_the_rendered_columns(seeded, raw, fmt) -> None:
+    """In CSV `tags` and `metadata` are rendered as JSON text under their own names; a filter on them must
+    still read the stored arrays (ClickHouse lets a SELECT alias shadow a column of the same name)."""
+    conditions = [
+        {"column": "traceTags", "type": "arrayOptions", "operator": "any of", "value": ["prod", "web"]},
+        {"column": "metadata", "type": "stringObject", "key": "source", "operator": "=", "value": "seed"},
+        {"column": "traceName", "type": "stringOptions", "operator": "none of", "value": ["translate"]},
+    ]
+    q = BatchQuery.build(PROJECT, CUTOFF, filter=conditions, order_by="tags:asc", limit=10_000_000)
+    sql, params = export_sql(seeded.events_table, q, fmt)
+    got = sorted(row[0] for row in seeded.query(sql, params))
+    expected = sorted(r["span_id"] for r in raw if all(matches(r, c) for c in conditions))
+    assert 0 < len(expected) < len(raw) and got == expected

@@ -22,12 +22,15 @@ from exports_pipeline.errors import (
 )
 from exports_pipeline.resources.clickhouse import ClickHouseError
 
-_MEMORY = re.compile(r"MEMORY_LIMIT_EXCEEDED|memory limit exceeded|Memory limit \(", re.I)
-_MISSING_COLUMN = re.compile(r"UNKNOWN_IDENTIFIER|Missing columns?:|There's no column|NO_SUCH_COLUMN", re.I)
-_MISSING_TABLE = re.compile(r"UNKNOWN_TABLE|UNKNOWN_DATABASE|Table .* does(n't| not) exist", re.I)
-_TIMEOUT = re.compile(r"TIMEOUT_EXCEEDED|timed out|cannot connect|Timeout|Connection refused|Connection reset|"
+# ClickHouse error codes (Code: N.) and names, whichever part of a long message survived.
+_MEMORY = re.compile(r"Code: 241\.|MEMORY_LIMIT_EXCEEDED|memory limit exceeded|Memory limit \(", re.I)
+_MISSING_COLUMN = re.compile(r"Code: (47|16)\.|UNKNOWN_IDENTIFIER|Unknown (expression )?identifier|"
+                             r"Missing columns?:|There's no column|NO_SUCH_COLUMN", re.I)
+_MISSING_TABLE = re.compile(r"Code: (60|81)\.|UNKNOWN_TABLE|UNKNOWN_DATABASE|Table .* does(n't| not) exist", re.I)
+_NOISE = re.compile(r"\.? (in scope|While processing|\(version) .*$", re.S | re.I)
+_TIMEOUT = re.compile(r"Code: (159|209|210)\.|TIMEOUT_EXCEEDED|timed out|cannot connect|Timeout|Connection refused|Connection reset|"
                       r"RemoteDisconnected|NETWORK_ERROR|SOCKET_TIMEOUT|TOO_MANY_SIMULTANEOUS_QUERIES", re.I)
-_COLUMN_NAME = re.compile(r"(?:Missing columns?: |identifier |column )'?`?([A-Za-z_][A-Za-z0-9_.]*)")
+_COLUMN_NAME = re.compile(r"(?:Missing columns?: |identifier |column )['`]?(?:e\.)?([A-Za-z_][A-Za-z0-9_]*)", re.I)
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ def diagnose(exc: BaseException, *, destination: str, table: str, secrets: tuple
         message = (f"the stored request is no longer valid: {text}. Request the export again with a valid "
                    "filter.")
     elif isinstance(exc, ClickHouseError):
-        message, transient = _clickhouse_advice(text, table)
+        message, transient = _clickhouse_advice(_NOISE.sub("", text), table)
     else:
         message = (f"unexpected error {type(exc).__name__}: {text}. This is a bug in exports_pipeline, not "
                    "your request: report it with the export id; requesting the export again may work.")

@@ -14,13 +14,10 @@ def notify(mailer, state, export: BatchExport) -> str | None:
     """Send the ready or failed mail for a finished export; returns a warning when it could not be sent."""
     if not export.email or mailer is None or not mailer.enabled or export.status not in ("COMPLETED", "FAILED"):
         return None
-    from exports_pipeline.batch_export.mail import BatchExportSummary, failed_message, ready_message
+    from exports_pipeline.batch_export.mail import failed_message, ready_message
+    from exports_pipeline.batch_export.runner import summary
 
-    summary = BatchExportSummary(
-        export_id=export.id, name=export.name, project_id=export.project_id, format=export.format.lower(),
-        rows_written=export.rows_written or 0, rows_matched=export.rows_matched, truncated=export.truncated,
-        bytes=export.bytes or 0, url=export.url, expires_at=export.expires_at, message=export.log)
-    subject, text, html = (ready_message if export.status == "COMPLETED" else failed_message)(summary)
+    subject, text, html = (ready_message if export.status == "COMPLETED" else failed_message)(summary(export))
     try:
         mailer.send(export.email, subject, text, html)
     except ExportsError as exc:

@@ -74,12 +74,21 @@ class BatchOutcome:
         return meta
 
 
+def summary(export: BatchExport):
+    """The row as the mails see it."""
+    from exports_pipeline.batch_export.mail import BatchExportSummary
+
+    return BatchExportSummary(
+        export_id=export.id, name=export.name, project_id=export.project_id, format=export.format.lower(),
+        rows_written=export.rows_written or 0, rows_matched=export.rows_matched, truncated=export.truncated,
+        bytes=export.bytes or 0, url=export.url, expires_at=export.expires_at, message=export.log)
+
+
 def truncation_words(export: BatchExport) -> str | None:
-    """The cut in words, for `show`, the run metadata and the row's message."""
-    if not export.truncated:
-        return None
-    return (f"truncated: {export.rows_matched:,} rows matched, the file holds the first "
-            f"{export.rows_written:,} (the row limit); narrow the filter or split the time range to get the rest")
+    """The cut in words (the mail's own sentence), for `show`, the run metadata and the row's message."""
+    from exports_pipeline.batch_export.mail import truncation_text
+
+    return truncation_text(summary(export)) if export.truncated else None
 
 
 def file_name(export: BatchExport) -> str:

@@ -33,6 +33,8 @@ class Env:
     settings: BatchExportSettings
     object_store: ObjectStoreResource
     root: object  # the local destination directory (file destinations)
+    bucket: str | None = None  # the S3 bucket (S3 destinations)
+    proxy: object = None  # the fault proxy in front of it
 
     def submit(self, **fields) -> str:
         fields.setdefault("project_id", "proj-1")
@@ -47,6 +49,30 @@ class Env:
 
     def with_settings(self, **changes) -> Env:
         return dataclasses.replace(self, settings=self.settings.model_copy(update=changes))
+
+    def resources(self, mailer=None) -> dict:
+        from exports_pipeline.resources.mailer import MailerResource
+
+        return {"clickhouse": self.clickhouse, "state": self.state, "object_store": self.object_store,
+                "mailer": mailer or MailerResource()}
+
+    def job(self, mailer=None, **kw):
+        import dagster as dg
+
+        from exports_pipeline.batch_export.defs import build_batch_export_defs
+
+        defs = dg.Definitions.merge(build_batch_export_defs(self.settings, retry_seconds=0, **kw),
+                                    dg.Definitions(resources=self.resources(mailer)))
+        return defs.resolve_job_def("batch_export")
+
+    def run_job(self, export_id: str, mailer=None, **kw):
+        """The export through the `batch_export` job (in process, a throwaway instance)."""
+        import dagster as dg
+
+        with dg.instance_for_test() as instance:
+            return self.job(mailer, **kw).execute_in_process(
+                run_config={"ops": {"batch_export": {"config": {"export_id": export_id}}}}, instance=instance,
+                raise_on_error=False)
 
 
 @contextlib.contextmanager

@@ -47,7 +47,7 @@ def test_launchpad_fields_store_and_run_one_request(env):
         assert instance.get_run_by_id(result.run_id).tags[EXPORT_ID_TAG] == export.id
         meta = _output_metadata(result)
         assert meta["uri"] == export.object_uri and meta["rows"] == 50 and meta["bytes"] == export.bytes
-        assert meta["link"] == export.url and "rows matched" in meta["truncated"]
+        assert meta["link"] == export.url and "limited to 50 of" in meta["truncated"]
 
 
 def _output_metadata(result) -> dict:

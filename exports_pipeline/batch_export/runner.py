@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
 import re
 import threading
@@ -210,13 +211,15 @@ def run_batch_export(export_id: str, *, clickhouse: ClickHouseResource, object_s
 def _write(clickhouse, store, export: BatchExport, query: BatchQuery, key: str, expected_rows: int, tags: dict,
            stop: threading.Event, engine_settings: dict | None) -> ExportedFile:
     fmt_name = export.format.lower()
-    sql, params = export_sql(clickhouse.events_table, query, fmt_name)
     fmt = get_format(fmt_name)
-    base = TEXT_SETTINGS if fmt.text else PARQUET_SETTINGS
-    settings = {**base, **(engine_settings or {})}
+    # Every setting, the query's tags too, in the SELECT's own SETTINGS clause: one clause, which a server
+    # reached over HTTP accepts whatever its client appends (a second appended clause breaks some).
+    settings = {**(TEXT_SETTINGS if fmt.text else PARQUET_SETTINGS), **(engine_settings or {}),
+                "log_comment": json.dumps(tags, sort_keys=True)}
+    sql, params = export_sql(clickhouse.events_table, query, fmt_name, sort_settings=settings)
 
     def write(_i: int, path: str, ch_format: str, compression: str | None) -> None:
-        clickhouse.export_to_file(sql, ch_format, path, params, settings=settings, tags=tags, compression=compression)
+        clickhouse.export_to_file(sql, ch_format, path, params, compression=compression)
 
     expected = max(1, expected_rows * ROW_OVERHEAD_BYTES)  # sizes multipart parts; input/output add more
     if fmt.text:

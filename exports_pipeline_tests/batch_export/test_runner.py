@@ -87,3 +87,15 @@ def test_a_retry_of_the_same_run_carries_on_with_the_row(env):
     again = run_batch_export(export_id, clickhouse=env.clickhouse, object_store=env.object_store, state=env.state,
                              settings=env.settings, run_id="run-7").export
     assert again.status == "COMPLETED" and again.finished_at == done.finished_at, "a finished export is not redone"
+
+
+@pytest.mark.parametrize(("fmt", "compression"), [("csv", "gzip"), ("jsonl", "none"), ("parquet", "none")])
+def test_over_clickhouse_http_the_same_file(seeded, chdb_http, tmp_path, fmt, compression):
+    from exports_pipeline_tests.defs.harness import over_http
+
+    with local_env(over_http(seeded, chdb_http), tmp_path) as env:
+        export = env.run(env.submit(format=fmt, compression=compression, filter=GEN_PROD, limit=200)).export
+        assert export.status == "COMPLETED"
+        query = stored_query(export)
+        got = read_export((env.root / export.object_key).read_bytes(), fmt, compression, list(query.columns))
+        assert got == reference_rows(seeded, query) and len(got) == 200

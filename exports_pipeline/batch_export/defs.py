@@ -168,3 +168,20 @@ def _settle_abandoned(context, state: StateStore) -> None:
         else:
             state.fail_batch_export(export.id, f"its run {export.run_id} ended ({run.status.value}) without finishing "
                                     "the export (terminated or crashed); request the export again")
+
+
+def submit_and_run(settings, state, request: BatchRequest, instance: dg.DagsterInstance):
+    """`create --run` (and the demo): store the request owned by a new run, so no sensor launches it too,
+    then run the `batch_export` job in this process with the code location's own resources."""
+    import uuid
+
+    from exports_pipeline.definitions import build_definitions
+
+    run_id = str(uuid.uuid4())  # Dagster's run id format
+    export = submit(state, request, settings.batch_export.row_limit, claimed_by_run=run_id)
+    job = build_definitions(settings).resolve_job_def(JOB)
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    job.execute_in_process(run_config={"ops": {JOB: {"config": {"export_id": export.id}}}, **quiet},
+                           instance=instance, run_id=run_id, raise_on_error=False,
+                           tags=run_tags(export.project_id, export.id))
+    return state.get_batch_export(export.id)

@@ -88,39 +88,29 @@ def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
                            order_by=args.order_by, columns=args.columns, limit=args.limit, name=args.name,
                            user_id=args.user_id, email=args.email)
     state = open_state(settings)
-    limit = settings.batch_export.row_limit
     if args.run:
-        import uuid
-
-        run_id = str(uuid.uuid4())  # Dagster's run id format
-        export = submit(state, request, limit, claimed_by_run=run_id)  # owned by the run: no sensor takes it
-        print(export.id, flush=True)
-        return _run_here(export.id, run_id, settings, state)
-    export = submit(state, request, limit)
+        return _run_here(settings, state, request)
+    export = submit(state, request, settings.batch_export.row_limit)
     print(export.id, flush=True)
     if args.wait:
         return _wait(export.id, state)
     return 0
 
 
-def _run_here(export_id: str, run_id: str, settings: Settings, state) -> int:
-    """The `batch_export` job in this process, with the code location's own resources and instance."""
+def _run_here(settings: Settings, state, request) -> int:
+    """The `batch_export` job in this process (the instance of DAGSTER_HOME when set, so `make dev` shows
+    the run; else a throwaway one)."""
     import os
 
     import dagster as dg
 
-    from exports_pipeline.batch_export.defs import JOB, run_tags
-    from exports_pipeline.definitions import build_definitions
+    from exports_pipeline.batch_export.defs import submit_and_run
 
-    export = state.get_batch_export(export_id)
-    job = build_definitions(settings).resolve_job_def(JOB)
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
     with instance:
-        job.execute_in_process(run_config={"ops": {JOB: {"config": {"export_id": export_id}}}, **quiet},
-                               instance=instance, run_id=run_id, raise_on_error=False,
-                               tags=run_tags(export.project_id, export_id))
-    return _report(state.get_batch_export(export_id))
+        export = submit_and_run(settings, state, request, instance)
+    print(export.id, flush=True)
+    return _report(export)
 
 
 def _wait(export_id: str, state) -> int:
@@ -159,7 +149,8 @@ def describe(export: BatchExport) -> list[tuple[str, str]]:
     if export.status == "COMPLETED":
         lines.append(("truncated", f"yes: {export.rows_matched:,} rows matched, the file holds the first "
                       f"{export.rows_written:,} (the row limit)" if export.truncated else "no"))
-        lines.append(("bytes", f"{export.bytes:,} ({human_bytes(export.bytes or 0)})"))
+        human = human_bytes(export.bytes or 0)
+        lines.append(("bytes", f"{export.bytes:,}" + ("" if human.endswith("bytes") else f" ({human})")))
         lines.append(("file", export.object_uri or ""))
         expired = export.expires_at is not None and export.expires_at <= dt.datetime.now(dt.UTC)
         lines.append(("expires", when(export.expires_at) + (" (expired)" if expired else "")))

@@ -27,6 +27,7 @@ from exports_pipeline.settings import BatchExportSettings
 from exports_pipeline.state.store import StateStore
 
 JOB = "batch_export"
+OP = "export_request"  # the job's one op; its config is the launchpad form (ops.export_request.config)
 EXPORT_ID_TAG = "exports/batch_export_id"
 MAX_RETRIES = 3  # attempts after the first, for transient faults (ClickHouse or storage unreachable)
 
@@ -56,6 +57,10 @@ class BatchExportConfig(dg.Config):
                             name=self.name or None, user_id=self.user_id, email=self.email or None)
 
 
+def run_config(export_id: str) -> dict:
+    return {"ops": {OP: {"config": {"export_id": export_id}}}}
+
+
 def run_tags(project_id: str, export_id: str) -> dict[str, str]:
     """The sink and project tags the concurrency limits of dagster.yaml count, and the export id."""
     return {SINK_TAG_KEY: SINK, PROJECT_TAG: project_id, EXPORT_ID_TAG: export_id}
@@ -63,7 +68,7 @@ def run_tags(project_id: str, export_id: str) -> dict[str, str]:
 
 def build_batch_export_defs(settings: BatchExportSettings, *, retry_seconds: float = 10.0,
                             cancel_poll_seconds: float = 1.0, sensor_interval_seconds: int = 30) -> dg.Definitions:
-    @dg.op(name=JOB, pool=SINK, tags={SINK_TAG_KEY: SINK}, out=dg.Out(dg.Nothing),
+    @dg.op(name=OP, pool=SINK, tags={SINK_TAG_KEY: SINK}, out=dg.Out(dg.Nothing),
            description="One batch export request: filtered events -> one file -> link -> e-mail.")
     def batch_export_op(context: dg.OpExecutionContext, config: BatchExportConfig, clickhouse: ClickHouseResource,
                         object_store: ObjectStoreResource, state: StateStore, mailer: MailerResource):
@@ -80,10 +85,11 @@ def build_batch_export_defs(settings: BatchExportSettings, *, retry_seconds: flo
             _fail(context, exc, export_id, clickhouse, state, mailer, settings, retry_seconds)
         return _finish(context, outcome, state, mailer)
 
-    job = dg.GraphDefinition(name=JOB, node_defs=[batch_export_op]).to_job(
-        name=JOB, tags={SINK_TAG_KEY: SINK},
-        description="A filtered one-off export of a project's events to one downloadable file "
-        "(launch with an export_id, or fill in the request).")
+    @dg.job(name=JOB, tags={SINK_TAG_KEY: SINK},
+            description="A filtered one-off export of a project's events to one downloadable file "
+            "(launch with an export_id, or fill in the request).")
+    def job():
+        batch_export_op()
 
     @dg.sensor(name="batch_export_requests_sensor", job=job, minimum_interval_seconds=sensor_interval_seconds,
                default_status=dg.DefaultSensorStatus.RUNNING,
@@ -91,21 +97,22 @@ def build_batch_export_defs(settings: BatchExportSettings, *, retry_seconds: flo
     def requests_sensor(context: dg.SensorEvaluationContext, state: StateStore):
         _settle_abandoned(context, state)
         requests = [
-            dg.RunRequest(run_key=e.id, run_config={"ops": {JOB: {"config": {"export_id": e.id}}}},
+            dg.RunRequest(run_key=e.id, run_config=run_config(e.id),
                           tags=run_tags(e.project_id, e.id))
             for e in reversed(state.list_batch_exports(status="QUEUED"))  # oldest first
         ]
         return dg.SensorResult(run_requests=requests)
 
-    @dg.op(name="batch_export_retention", description="Deletes export files older than the retention and "
+    @dg.op(name="delete_expired_files", description="Deletes export files older than the retention and "
            "their event_log rows (EXPORTS_BATCH_EXPORT_RETENTION_DAYS; 0 keeps them).")
     def retention_op(context: dg.OpExecutionContext, object_store: ObjectStoreResource, state: StateStore):
         purged = purge_expired_files(state, object_store, settings, log=context.log.info)
         context.add_output_metadata({"exports": len(purged.exports), "objects": purged.objects,
                                      "skipped": len(purged.skipped)})
 
-    retention_job = dg.GraphDefinition(name="batch_export_retention", node_defs=[retention_op]).to_job(
-        name="batch_export_retention", tags={SINK_TAG_KEY: SINK})
+    @dg.job(name="batch_export_retention", tags={SINK_TAG_KEY: SINK})
+    def retention_job():
+        retention_op()
     schedule = dg.ScheduleDefinition(name="batch_export_retention_schedule", job=retention_job,
                                      cron_schedule="17 3 * * *", execution_timezone="UTC",
                                      default_status=dg.DefaultScheduleStatus.RUNNING)
@@ -181,7 +188,7 @@ def submit_and_run(settings, state, request: BatchRequest, instance: dg.DagsterI
     export = submit(state, request, settings.batch_export.row_limit, claimed_by_run=run_id)
     job = build_definitions(settings).resolve_job_def(JOB)
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-    job.execute_in_process(run_config={"ops": {JOB: {"config": {"export_id": export.id}}}, **quiet},
+    job.execute_in_process(run_config={**run_config(export.id), **quiet},
                            instance=instance, run_id=run_id, raise_on_error=False,
                            tags=run_tags(export.project_id, export.id))
     return state.get_batch_export(export.id)

@@ -71,7 +71,7 @@ class Env:
 
         with dg.instance_for_test() as instance:
             return self.job(mailer, **kw).execute_in_process(
-                run_config={"ops": {"batch_export": {"config": {"export_id": export_id}}}}, instance=instance,
+                run_config={"ops": {"export_request": {"config": {"export_id": export_id}}}}, instance=instance,
                 raise_on_error=False)
 
 

@@ -38,7 +38,7 @@ def job_of(env, **kw) -> dg.JobDefinition:
 def test_launchpad_fields_store_and_run_one_request(env):
     with dg.instance_for_test() as instance:
         config = {"project_id": "proj-2", "format": "jsonl", "compression": "gzip", "filter": FILTER, "limit": 50}
-        result = job_of(env).execute_in_process(run_config={"ops": {"batch_export": {"config": config}}},
+        result = job_of(env).execute_in_process(run_config={"ops": {"export_request": {"config": config}}},
                                                 instance=instance)
         assert result.success
         (export,) = env.state.list_batch_exports()
@@ -58,10 +58,10 @@ def _output_metadata(result) -> dict:
 def test_a_bad_launchpad_request_stores_nothing(env):
     with dg.instance_for_test() as instance:
         config = {"project_id": "proj-2", "filter": '[{"column":"scores","type":"number","operator":">","value":1}]'}
-        result = job_of(env).execute_in_process(run_config={"ops": {"batch_export": {"config": config}}},
+        result = job_of(env).execute_in_process(run_config={"ops": {"export_request": {"config": config}}},
                                                 instance=instance, raise_on_error=False)
         assert not result.success
-        failure = result.failure_data_for_node("batch_export").error.message
+        failure = result.failure_data_for_node("export_request").error.message
         assert "filter condition #1" in failure and "nothing was stored" in failure
         assert env.state.list_batch_exports() == []
 
@@ -110,7 +110,7 @@ def test_a_transient_fault_retries_the_step_with_the_same_row(seeded, tmp_path, 
         fault_proxy.fail("PutObject", nth=1, status=503, code="SlowDown", message="Reduce your request rate")
         with dg.instance_for_test() as instance:
             result = job_of(env).execute_in_process(
-                run_config={"ops": {"batch_export": {"config": {"export_id": export_id}}}}, instance=instance)
+                run_config={"ops": {"export_request": {"config": {"export_id": export_id}}}}, instance=instance)
         assert result.success
         retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
         assert len(retries) == 1

@@ -119,7 +119,7 @@ def _failed(env, export_id: str, **kw) -> str:
     assert not result.success
     export = env.state.get_batch_export(export_id)
     assert export.status == "FAILED" and export.log
-    assert export.log in result.failure_data_for_node("batch_export").error.message
+    assert export.log in result.failure_data_for_node("export_request").error.message
     assert SECRET not in export.log and "internal error occurred" not in export.log.lower()
     return export.log
 

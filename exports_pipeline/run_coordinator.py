@@ -46,12 +46,28 @@ def missing_export_tags(tags: Mapping[str, str], asset_selection: Iterable[Asset
     return out
 
 
+def missing_batch_export_tags(run: DagsterRun) -> dict[str, str]:
+    """A `batch_export` run launched from the launchpad: the sink (from the job) is there, the project is
+    in its config (or its stored request)."""
+    if run.job_name != "batch_export" or PROJECT_TAG in run.tags:
+        return {}
+    from exports_pipeline.batch_export.defs import project_of_run
+    from exports_pipeline.settings import get_settings
+    from exports_pipeline.state.store import StateStore
+
+    try:
+        project = project_of_run(run.run_config, StateStore(database_url=get_settings().database_url))
+    except Exception:  # noqa: BLE001 - a tag is not worth refusing the run; the run reports a bad request
+        project = None
+    return {PROJECT_TAG: project} if project else {}
+
+
 class ExportsRunCoordinator(QueuedRunCoordinator):
     """QueuedRunCoordinator (same configuration, same queue) that completes export runs' tags on submit."""
 
     def submit_run(self, context: SubmitRunContext) -> DagsterRun:
         run = context.dagster_run
-        extra = missing_export_tags(run.tags, run.asset_selection)
+        extra = missing_export_tags(run.tags, run.asset_selection) or missing_batch_export_tags(run)
         if extra:
             self._instance.add_run_tags(run.run_id, extra)
             refreshed = self._instance.get_run_by_id(run.run_id)

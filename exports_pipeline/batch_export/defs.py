@@ -142,7 +142,8 @@ def _fail(context, exc: Exception, export_id: str, clickhouse, state, mailer, se
     if diagnosis.transient and context.retry_number < MAX_RETRIES:
         state.record_batch_export_progress(
             export_id, message=f"attempt {context.retry_number + 1} failed, retrying: {diagnosis.message}")
-        raise dg.RetryRequested(max_retries=MAX_RETRIES, seconds_to_wait=retry_seconds) from exc
+        wait = retry_seconds * 2 ** context.retry_number  # exponential backoff between step attempts
+        raise dg.RetryRequested(max_retries=MAX_RETRIES, seconds_to_wait=wait) from exc
     failed = state.fail_batch_export(export_id, diagnosis.message)
     warning = notify(mailer, state, failed) if failed else None
     if warning:
@@ -164,14 +165,16 @@ def _finish(context, outcome: BatchOutcome, state, mailer) -> dg.Output:
 
 
 def _settle_abandoned(context, state: StateStore) -> None:
-    """PROCESSING rows whose run ended without finishing them (terminated, crashed) are settled: a
-    requested cancel becomes CANCELLED, anything else FAILED with what to do."""
+    """PROCESSING rows whose run ended without finishing them are settled: a run terminated from the UI
+    (its upload aborted by the interrupted step) or with a cancel requested becomes CANCELLED, a crashed
+    one FAILED with what to do."""
     for export in state.list_batch_exports(status="PROCESSING"):
         run = context.instance.get_run_by_id(export.run_id) if export.run_id else None
         if run is None or not run.is_finished:
             continue
-        if export.cancel_requested_at is not None:
-            state.acknowledge_batch_export_cancel(export.id, "cancelled; its run ended")
+        if export.cancel_requested_at is not None or run.status == dg.DagsterRunStatus.CANCELED:
+            state.acknowledge_batch_export_cancel(export.id, "cancelled: its run was terminated; the upload was "
+                                                  "aborted and no file was kept")
         else:
             state.fail_batch_export(export.id, f"its run {export.run_id} ended ({run.status.value}) without finishing "
                                     "the export (terminated or crashed); request the export again")
@@ -192,3 +195,13 @@ def submit_and_run(settings, state, request: BatchRequest, instance: dg.DagsterI
                            instance=instance, run_id=run_id, raise_on_error=False,
                            tags=run_tags(export.project_id, export.id))
     return state.get_batch_export(export.id)
+
+
+def project_of_run(run_config: dict, state: StateStore | None) -> str | None:
+    """The project a `batch_export` run exports, from its launchpad config (fields or a stored request's
+    id), so a run launched by hand gets the project tag the per-project limit counts."""
+    config = ((run_config or {}).get("ops", {}).get(OP) or {}).get("config") or {}
+    if config.get("export_id") and state is not None:
+        export = state.get_batch_export(config["export_id"])
+        return export.project_id if export else None
+    return config.get("project_id") or None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
 from exports_pipeline.batch_export.defs import build_batch_export_defs
@@ -21,7 +23,8 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "object_store": ObjectStoreResource(),
         "mailer": MailerResource(smtp_url=settings.batch_export.smtp_url.get_secret_value()
                                  if settings.batch_export.smtp_url else "",
-                                 email_from=settings.batch_export.email_from or ""),
+                                 email_from=settings.batch_export.email_from or "",
+                                 ca_file=os.environ.get("EXPORTS_SMTP_CA_FILE", "").strip()),
     }
 
 

@@ -16,7 +16,7 @@ from exports_pipeline.batch_export.request import stored_query
 from exports_pipeline.resources.clickhouse import ClickHouseResource
 from exports_pipeline.state.models import BATCH_EXPORT_ENTITY
 from exports_pipeline_tests.batch_export.bx import local_env, read_export, reference_rows, s3_settings
-from exports_pipeline_tests.s3_peers import object_missing, pending_uploads
+from exports_pipeline_tests.s3_peers import pending_uploads
 
 SECRET = "bx-s3cret/Key+with=signs"
 

@@ -101,17 +101,24 @@ def test_sensor_settles_a_row_whose_run_died(env):
         assert row.status == "FAILED" and dead.run_id in row.log and "request the export again" in row.log
 
 
-def test_a_transient_fault_retries_the_step_with_the_same_row(seeded, tmp_path, s3_bucket, fault_proxy, s3_client):
+@pytest.mark.parametrize("launch", ["export_id", "fields"])
+def test_a_transient_fault_retries_the_step_with_the_same_row(seeded, tmp_path, s3_bucket, fault_proxy, s3_client,
+                                                              launch):
     from exports_pipeline.resources.object_store.resource import ObjectStoreResource
 
     with local_env(seeded, tmp_path, **s3_settings(s3_bucket, fault_proxy.url)) as env:
         env.object_store = ObjectStoreResource(max_attempts=1, min_part_size_mb=5, default_part_size_mb=5)
-        export_id = env.submit(format="csv", limit=30)
+        if launch == "export_id":
+            config = {"export_id": env.submit(format="csv", limit=30)}
+        else:  # the launchpad form: the first attempt stores the request, the retry must find it again
+            config = {"project_id": "proj-1", "format": "csv", "limit": 30}
         fault_proxy.fail("PutObject", nth=1, status=503, code="SlowDown", message="Reduce your request rate")
         with dg.instance_for_test() as instance:
             result = job_of(env).execute_in_process(
-                run_config={"ops": {"export_request": {"config": {"export_id": export_id}}}}, instance=instance)
+                run_config={"ops": {"export_request": {"config": config}}}, instance=instance)
         assert result.success
+        (stored,) = env.state.list_batch_exports()
+        export_id = stored.id
         retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
         assert len(retries) == 1
         export = env.state.get_batch_export(export_id)

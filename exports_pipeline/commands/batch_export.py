@@ -149,8 +149,7 @@ def describe(export: BatchExport) -> list[tuple[str, str]]:
     if export.status == "COMPLETED":
         lines.append(("truncated", f"yes: {export.rows_matched:,} rows matched, the file holds the first "
                       f"{export.rows_written:,} (the row limit)" if export.truncated else "no"))
-        human = human_bytes(export.bytes or 0)
-        lines.append(("bytes", f"{export.bytes:,}" + ("" if human.endswith("bytes") else f" ({human})")))
+        lines.append(("bytes", human_bytes(export.bytes or 0)))
         lines.append(("file", export.object_uri or ""))
         expired = export.expires_at is not None and export.expires_at <= dt.datetime.now(dt.UTC)
         lines.append(("expires", when(export.expires_at) + (" (expired)" if expired else "")))

@@ -16,7 +16,7 @@ from exports_pipeline.batch_export.request import stored_query
 from exports_pipeline.resources.clickhouse import ClickHouseResource
 from exports_pipeline.state.models import BATCH_EXPORT_ENTITY
 from exports_pipeline_tests.batch_export.bx import local_env, read_export, reference_rows, s3_settings
-from exports_pipeline_tests.s3_peers import pending_uploads
+from exports_pipeline_tests.s3_peers import object_missing, pending_uploads
 
 SECRET = "bx-s3cret/Key+with=signs"
 
@@ -98,6 +98,9 @@ def test_cancel_while_running_stops_within_seconds_and_leaves_nothing(s3_env, s3
     deadline = time.monotonic() + 60
     while env.proxy.count("CreateMultipartUpload") == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
+    logged = env.state.list_event_log("proj-1", BATCH_EXPORT_ENTITY, export_id)
+    assert len(logged) == 1, "the object is in event_log before it exists"
+    assert object_missing(s3_client, env.bucket, logged[0].bucket_path), "and nothing is under its key yet"
     asked = time.monotonic()
     assert env.state.request_batch_export_cancel(export_id) is not None
     worker.join(timeout=30)

@@ -96,10 +96,10 @@ def build_batch_export_defs(settings: BatchExportSettings, *, retry_seconds: flo
                description="Launches one batch_export run per QUEUED request (run key: the export id).")
     def requests_sensor(context: dg.SensorEvaluationContext, state: StateStore):
         _settle_abandoned(context, state)
-        requests = [
-            dg.RunRequest(run_key=e.id, run_config=run_config(e.id),
-                          tags=run_tags(e.project_id, e.id))
-            for e in reversed(state.list_batch_exports(status="QUEUED"))  # oldest first
+        queued = _settle_unstarted(context, state, list(reversed(state.list_batch_exports(status="QUEUED"))))
+        requests = [  # oldest first
+            dg.RunRequest(run_key=e.id, run_config=run_config(e.id), tags=run_tags(e.project_id, e.id))
+            for e in queued
         ]
         return dg.SensorResult(run_requests=requests)
 
@@ -162,6 +162,20 @@ def _finish(context, outcome: BatchOutcome, state, mailer) -> dg.Output:
         raise dg.Failure(description=f"batch export {outcome.export.id} was cancelled: {outcome.export.message}",
                          metadata=metadata, allow_retries=False)
     return dg.Output(None, metadata=metadata)
+
+
+def _settle_unstarted(context, state: StateStore, queued: list) -> list:
+    """QUEUED rows whose launched run already ended without claiming them (its worker or resources failed
+    before the op ran) are FAILED with the run named, instead of waiting forever; the rest are returned."""
+    waiting = []
+    for export in queued:
+        runs = context.instance.get_runs(filters=dg.RunsFilter(tags={EXPORT_ID_TAG: export.id}), limit=5)
+        if runs and all(run.is_finished for run in runs):
+            state.fail_batch_export(export.id, f"its run {runs[0].run_id} ended ({runs[0].status.value}) before it "
+                                    "started the export; see that run in Dagster, then request the export again")
+        else:
+            waiting.append(export)
+    return waiting
 
 
 def _settle_abandoned(context, state: StateStore) -> None:

@@ -88,6 +88,20 @@ def test_sensor_launches_each_queued_request_once_with_the_limit_tags(env):
         assert [r.run_key for r in again] == [first]
 
 
+def test_sensor_fails_a_queued_row_whose_run_ended_before_claiming_it(env):
+    export_id = env.submit()
+    other = env.submit(project_id="proj-2")
+    with dg.instance_for_test() as instance:
+        instance.create_run_for_job(dg.GraphDefinition(name="g", node_defs=[]).to_job(name="dead"),
+                                    status=dg.DagsterRunStatus.FAILURE, tags={EXPORT_ID_TAG: export_id})
+        defs = dg.Definitions.merge(build_batch_export_defs(env.settings), dg.Definitions(resources=resources(env)))
+        result = defs.resolve_sensor_def("batch_export_requests_sensor")(
+            dg.build_sensor_context(instance=instance, resources=resources(env)))
+        assert [r.run_key for r in result.run_requests] == [other]
+    row = env.state.get_batch_export(export_id)
+    assert row.status == "FAILED" and "before it started the export" in row.log
+
+
 def test_sensor_settles_a_row_whose_run_died(env):
     export_id = env.submit()
     with dg.instance_for_test() as instance:

@@ -13,7 +13,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from exports_pipeline.commands import export_objects, integrations
+from exports_pipeline.commands import batch_export, export_objects, integrations
 from exports_pipeline.settings import Settings, SettingsError, get_settings
 
 
@@ -115,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     integrations.register(sub)
     export_objects.register(sub)
+    batch_export.register(sub)
     return parser
 
 

@@ -1,10 +1,15 @@
-"""The one place that wires the sinks' Definitions and the shared resources into the code location."""
+"""The one place that wires the sinks' Definitions, batch export's and the shared resources into the code
+location."""
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
+from exports_pipeline.batch_export.defs import build_batch_export_defs
 from exports_pipeline.resources.clickhouse import ClickHouseResource
+from exports_pipeline.resources.mailer import MailerResource
 from exports_pipeline.resources.mixpanel import MixpanelResource
 from exports_pipeline.resources.object_store.resource import ObjectStoreResource
 from exports_pipeline.resources.posthog import PostHogResource
@@ -23,6 +28,10 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "object_store": ObjectStoreResource(),
         "posthog": PostHogResource(),
         "mixpanel": MixpanelResource(),
+        "mailer": MailerResource(smtp_url=settings.batch_export.smtp_url.get_secret_value()
+                                 if settings.batch_export.smtp_url else "",
+                                 email_from=settings.batch_export.email_from or "",
+                                 ca_file=os.environ.get("EXPORTS_SMTP_CA_FILE", "").strip()),
     }
 
 
@@ -33,6 +42,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         object_storage.definitions(settings),
         posthog.definitions(settings),
         mixpanel.definitions(settings),
+        build_batch_export_defs(settings.batch_export),
         dg.Definitions(resources=build_resources(settings)),
     )
 

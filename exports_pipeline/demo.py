@@ -199,6 +199,33 @@ def run_demo(settings: Settings, events_per_day: int) -> int:
     print(f"\nfiles are under {bucket} (one folder per project/frequency/window, manifest.json written last)")
     posthog_rows = sync_posthog(defs, instance, resources, settings, days)
     failed += sum(1 for r in posthog_rows if r["check"] == "FAIL")
+    batch_ok = demo_batch_export(settings, resources["state"], instance)
     bad_checks = [r["partition"] for r in rows if r["check"] != "pass"]
     print(f"demo finished in {time.monotonic() - started:.1f} s; `make dev` shows these runs at http://127.0.0.1:3000")
-    return 1 if failed or bad_checks else 0
+    return 1 if failed or bad_checks or not batch_ok else 0
+
+
+# Generations of one environment that cost something, as Langfuse's events table would send the filter.
+DEMO_BATCH_FILTER = (
+    '[{"column":"environment","type":"stringOptions","operator":"any of","value":["production"]},'
+    '{"column":"type","type":"stringOptions","operator":"any of","value":["GENERATION"]},'
+    '{"column":"totalCost","type":"number","operator":">","value":0}]'
+)
+
+
+def demo_batch_export(settings: Settings, state, instance) -> bool:
+    """One filtered batch export, run as `batch-export create --run` runs it; prints rows, file and link."""
+    from exports_pipeline.batch_export.defs import submit_and_run
+    from exports_pipeline.batch_export.request import BatchRequest
+    from exports_pipeline.commands.batch_export import describe
+
+    request = BatchRequest(project_id="proj-1", format="csv", filter=DEMO_BATCH_FILTER,
+                           name="demo production generations with cost", user_id="demo")
+    export = submit_and_run(settings, state, request, instance)
+    print("\nbatch export (production GENERATIONs of proj-1 with totalCost > 0, CSV; "
+          "`exports-pipeline batch-export create ... --run`):")
+    for key, value in describe(export):
+        print(f"  {key:<13} {value}")
+    if export.status == "COMPLETED":
+        print(f"  get it:       {export.url}  (again: `exports-pipeline batch-export url {export.id}`)")
+    return export.status == "COMPLETED"

@@ -15,6 +15,7 @@ is one of these classes, and orchestration maps them once:
 - ``ObjectTooLarge``: the data does not fit one object with the chosen part size. Retrying the same
   thing fails the same way, and it is not the customer's doing either: the caller must split.
 - ``ObjectNotFound``: a read of a key that does not exist; callers decide whether that matters.
+- ``ExportCancelled``: a running export was asked to stop; its upload was aborted, nothing committed.
 
 Messages never contain secrets: they are stored in ``last_error`` and shown in the Dagster UI.
 ``code`` carries the machine-readable cause (an S3 error code such as ``AccessDenied``) when known.
@@ -60,6 +61,10 @@ class DeploymentFault(ExportsError):
     def __init__(self, message: str, *, setting: str | None = None, code: str | None = None) -> None:
         super().__init__(message, code=code)
         self.setting = setting
+
+
+class ExportCancelled(ExportsError):
+    """The person who asked for the export cancelled it while it ran; nothing was committed."""
 
 
 class ObjectTooLarge(ExportsError):

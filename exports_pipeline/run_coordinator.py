@@ -18,14 +18,15 @@ from dagster._core.run_coordinator import SubmitRunContext
 from dagster._core.run_coordinator.queued_run_coordinator import QueuedRunCoordinator
 from dagster._core.storage.dagster_run import DagsterRun
 
-from exports_pipeline.state.models import SINK_BLOB
+from exports_pipeline.state.models import SINK_BLOB, SINK_MIXPANEL, SINK_POSTHOG
 
 PARTITION_TAG = "dagster/partition"
 DATE_TAG = "dagster/partition/date"
 PROJECT_TAG = "dagster/partition/project"
 SINK_TAG_KEY = "exports/sink"
 # Asset name prefix -> the sink its runs write to (the asset's pool has the same name).
-SINK_OF_ASSET_PREFIX = {"blob_storage_export_": SINK_BLOB}
+SINK_OF_ASSET_PREFIX = {"blob_storage_export_": SINK_BLOB, "posthog_export": SINK_POSTHOG,
+                        "mixpanel_export": SINK_MIXPANEL}
 
 
 def missing_export_tags(tags: Mapping[str, str], asset_selection: Iterable[AssetKey] | None) -> dict[str, str]:
@@ -46,12 +47,28 @@ def missing_export_tags(tags: Mapping[str, str], asset_selection: Iterable[Asset
     return out
 
 
+def missing_batch_export_tags(run: DagsterRun) -> dict[str, str]:
+    """A `batch_export` run launched from the launchpad: the sink (from the job) is there, the project is
+    in its config (or its stored request)."""
+    if run.job_name != "batch_export" or PROJECT_TAG in run.tags:
+        return {}
+    from exports_pipeline.batch_export.defs import project_of_run
+    from exports_pipeline.settings import get_settings
+    from exports_pipeline.state.store import StateStore
+
+    try:
+        project = project_of_run(run.run_config, StateStore(database_url=get_settings().database_url))
+    except Exception:  # noqa: BLE001 - a tag is not worth refusing the run; the run reports a bad request
+        project = None
+    return {PROJECT_TAG: project} if project else {}
+
+
 class ExportsRunCoordinator(QueuedRunCoordinator):
     """QueuedRunCoordinator (same configuration, same queue) that completes export runs' tags on submit."""
 
     def submit_run(self, context: SubmitRunContext) -> DagsterRun:
         run = context.dagster_run
-        extra = missing_export_tags(run.tags, run.asset_selection)
+        extra = missing_export_tags(run.tags, run.asset_selection) or missing_batch_export_tags(run)
         if extra:
             self._instance.add_run_tags(run.run_id, extra)
             refreshed = self._instance.get_run_by_id(run.run_id)

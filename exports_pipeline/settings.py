@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SecretStr
 
 from exports_pipeline.urls import mask_url
 
@@ -27,11 +27,132 @@ ENV_VARS = (
     "EXPORTS_HOME", "EXPORTS_CLICKHOUSE_URL", "EXPORTS_EVENTS_TABLE", "EXPORTS_DATABASE_URL", "ENCRYPTION_KEY",
     "EXPORTS_SETTLE_MINUTES", "EXPORTS_PARTITIONS_START", "EXPORTS_LATE_ROWS_LOOKBACK_HOURS",
     "EXPORTS_LATE_ROWS_INTERVAL_SECONDS", "EXPORTS_LANGFUSE_URL",
+    "EXPORTS_BATCH_EXPORT_ROW_LIMIT", "EXPORTS_BATCH_EXPORT_DESTINATION", "EXPORTS_BATCH_EXPORT_ENDPOINT",
+    "EXPORTS_BATCH_EXPORT_REGION", "EXPORTS_BATCH_EXPORT_ACCESS_KEY_ID", "EXPORTS_BATCH_EXPORT_SECRET_ACCESS_KEY",
+    "EXPORTS_BATCH_EXPORT_FORCE_PATH_STYLE", "EXPORTS_BATCH_EXPORT_SSE", "EXPORTS_BATCH_EXPORT_SSE_KMS_KEY_ID",
+    "EXPORTS_BATCH_EXPORT_EXTERNAL_ENDPOINT", "EXPORTS_BATCH_EXPORT_LINK_HOURS",
+    "EXPORTS_BATCH_EXPORT_RETENTION_DAYS", "EXPORTS_SMTP_URL", "EXPORTS_EMAIL_FROM",
 )
+# Langfuse's BATCH_EXPORT_ROW_LIMIT default; a request's --limit may only lower it.
+DEFAULT_BATCH_ROW_LIMIT = 1_500_000
+MAX_LINK_HOURS = 7 * 24  # SigV4 presigned URLs live at most 7 days
+
 
 
 class SettingsError(ValueError):
     """A setting has a value the pipeline cannot use; the message names the variable."""
+
+
+class BatchExportSettings(BaseModel):
+    """Where batch export files go and how long their links and files live.
+
+    One destination for the whole deployment (Langfuse's `LANGFUSE_S3_BATCH_EXPORT_*`), unlike object
+    storage where each project brings its own bucket. `external_endpoint` is the host links are signed for
+    (a MinIO behind a proxy is reached as `minio:9000` by the pipeline and as `files.example.com` by people).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    row_limit: int = DEFAULT_BATCH_ROW_LIMIT
+    destination: str
+    endpoint: str | None = None
+    region: str = "us-east-1"
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+    force_path_style: bool = False
+    sse: str | None = None
+    sse_kms_key_id: str | None = None
+    external_endpoint: str | None = None
+    link_hours: int = 24
+    retention_days: int = 30
+    smtp_url: SecretStr | None = None
+    email_from: str | None = None
+
+    def __repr__(self) -> str:  # the secret key and the SMTP password never show
+        return (f"BatchExportSettings(destination={self.destination!r}, endpoint={self.endpoint!r}, "
+                f"external_endpoint={self.external_endpoint!r}, row_limit={self.row_limit}, "
+                f"link_hours={self.link_hours}, retention_days={self.retention_days}, "
+                f"smtp_url={self.masked_smtp_url!r}, email_from={self.email_from!r})")
+
+    __str__ = __repr__
+
+    @property
+    def masked_smtp_url(self) -> str | None:
+        return mask_url(self.smtp_url.get_secret_value()) if self.smtp_url else None
+
+    def _opts(self, endpoint: str | None) -> dict:
+        if self.destination.startswith("file:"):
+            return {}
+        return {"endpoint_url": endpoint, "region": self.region, "force_path_style": self.force_path_style,
+                "access_key_id": self.access_key_id, "secret_access_key": self.secret_access_key,
+                "sse": self.sse, "sse_kms_key_id": self.sse_kms_key_id}
+
+    def store_destination(self):
+        """The `Destination` the pipeline writes to (secret inside, masked in every rendering)."""
+        from exports_pipeline.resources.object_store.destination import Destination
+
+        return Destination.from_url(self.destination, **self._opts(self.endpoint))
+
+    def link_destination(self):
+        """The same bucket as seen from outside: links are signed for `external_endpoint` when set."""
+        from exports_pipeline.resources.object_store.destination import Destination
+
+        return Destination.from_url(self.destination, **self._opts(self.external_endpoint or self.endpoint))
+
+    @classmethod
+    def from_env(cls, env: dict[str, str], home: Path) -> BatchExportSettings:
+        from exports_pipeline.errors import ConfigError
+
+        get = lambda name: (env.get(f"EXPORTS_BATCH_EXPORT_{name}") or "").strip() or None  # noqa: E731
+        limit = _positive_int(env, "EXPORTS_BATCH_EXPORT_ROW_LIMIT", str(DEFAULT_BATCH_ROW_LIMIT), "rows")
+        link_hours = _positive_int(env, "EXPORTS_BATCH_EXPORT_LINK_HOURS", "24", "hours")
+        if link_hours > MAX_LINK_HOURS:
+            raise SettingsError(f"EXPORTS_BATCH_EXPORT_LINK_HOURS={link_hours} is more than {MAX_LINK_HOURS} "
+                                "(presigned links live at most 7 days)")
+        retention = env.get("EXPORTS_BATCH_EXPORT_RETENTION_DAYS", "30")
+        if not re.fullmatch(r"[0-9]+", retention):
+            raise SettingsError(f"EXPORTS_BATCH_EXPORT_RETENTION_DAYS={retention!r} must be a whole number of "
+                                "days (0 keeps files forever)")
+        path_style = (get("FORCE_PATH_STYLE") or "false").lower()
+        if path_style not in ("true", "false", "1", "0", "yes", "no"):
+            raise SettingsError(f"EXPORTS_BATCH_EXPORT_FORCE_PATH_STYLE={path_style!r} must be true or false")
+        sse = get("SSE")
+        if sse not in (None, "AES256", "aws:kms"):
+            raise SettingsError(f"EXPORTS_BATCH_EXPORT_SSE={sse!r} must be AES256 or aws:kms")
+        destination = get("DESTINATION") or (home / "batch-exports").as_uri() + "/"
+        smtp = (env.get("EXPORTS_SMTP_URL") or "").strip() or None
+        email_from = (env.get("EXPORTS_EMAIL_FROM") or "").strip() or None
+        _check_mail(smtp, email_from)
+        secret = get("SECRET_ACCESS_KEY")
+        built = cls(
+            row_limit=limit, destination=destination, endpoint=get("ENDPOINT"), region=get("REGION") or "us-east-1",
+            access_key_id=get("ACCESS_KEY_ID"), secret_access_key=SecretStr(secret) if secret else None,
+            force_path_style=path_style in ("true", "1", "yes"), sse=sse, sse_kms_key_id=get("SSE_KMS_KEY_ID"),
+            external_endpoint=get("EXTERNAL_ENDPOINT"), link_hours=link_hours, retention_days=int(retention),
+            smtp_url=SecretStr(smtp) if smtp else None, email_from=email_from,
+        )
+        for name, make in (("EXPORTS_BATCH_EXPORT_DESTINATION", built.store_destination),
+                           ("EXPORTS_BATCH_EXPORT_EXTERNAL_ENDPOINT", built.link_destination)):
+            try:
+                make()
+            except ConfigError as exc:
+                field = (exc.field or "").upper()
+                named = f"EXPORTS_BATCH_EXPORT_{field}" if field and field not in ("URL", "BUCKET", "PREFIX") else name
+                if field == "ENDPOINT_URL":
+                    named = name if name.endswith("EXTERNAL_ENDPOINT") else "EXPORTS_BATCH_EXPORT_ENDPOINT"
+                raise SettingsError(f"{named}: {exc}") from None
+        return built
+
+
+def _check_mail(smtp_url: str | None, email_from: str | None) -> None:
+    """Both or neither, each valid: the mailer's own rules (`resources/mailer.py`), named by variable."""
+    from exports_pipeline.errors import ConfigError
+    from exports_pipeline.resources.mailer import MailerResource
+
+    try:
+        MailerResource(smtp_url=smtp_url or "", email_from=email_from or "").validate_config()
+    except ConfigError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 class Settings(BaseModel):
@@ -56,6 +177,8 @@ class Settings(BaseModel):
     # Langfuse's base URL (its NEXTAUTH_URL): analytics events link back to traces and users with it;
     # without it they carry no `langfuse_url` / `langfuse_user_url`.
     langfuse_url: str | None = None
+    # One-off filtered exports (`exports-pipeline batch-export`, job `batch_export`).
+    batch_export: BatchExportSettings | None = None
 
     def __repr__(self) -> str:  # never show the key, nor a password in a URL
         return (
@@ -64,7 +187,8 @@ class Settings(BaseModel):
             f"encryption_key={'set' if self.encryption_key else 'unset'}, settle_minutes={self.settle_minutes}, "
             f"partitions_start={self.partitions_start!r}, late_rows_lookback_hours={self.late_rows_lookback_hours}, "
             f"late_rows_interval_seconds={self.late_rows_interval_seconds}, "
-            f"langfuse_url={mask_url(self.langfuse_url) if self.langfuse_url else None!r})"
+            f"langfuse_url={mask_url(self.langfuse_url) if self.langfuse_url else None!r}, "
+            f"batch_export={self.batch_export!r})"
         )
 
     __str__ = __repr__
@@ -117,6 +241,7 @@ class Settings(BaseModel):
             home=home, clickhouse_url=ch_url, events_table=table, database_url=db_url,
             encryption_key=key, settle_minutes=int(settle), partitions_start=start,
             late_rows_lookback_hours=lookback, late_rows_interval_seconds=interval, langfuse_url=langfuse_url,
+            batch_export=BatchExportSettings.from_env(env, home),
         )
 
     def require_encryption_key(self) -> str:

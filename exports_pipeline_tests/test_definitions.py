@@ -42,7 +42,11 @@ def test_definitions_hold_the_promised_objects(tmp_path, monkeypatch):
     assert repo.get_sensor_def("blob_storage_integrations_sensor")
     late = repo.get_sensor_def("blob_storage_late_rows_sensor")
     assert late.minimum_interval_seconds == 900 and late.default_status.value == "RUNNING"
-    assert set(repo.get_top_level_resources()) >= {"clickhouse", "state", "object_store"}
+    assert set(repo.get_top_level_resources()) >= {"clickhouse", "state", "object_store", "mailer"}
+    assert repo.get_job("batch_export") and repo.get_job("batch_export_retention")
+    requests = repo.get_sensor_def("batch_export_requests_sensor")
+    assert requests.default_status.value == "RUNNING"
+    assert repo.get_schedule_def("batch_export_retention_schedule").default_status.value == "RUNNING"
 
 
 def dg_key(name):

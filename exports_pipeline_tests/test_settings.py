@@ -76,3 +76,61 @@ def test_key_file_under_home_is_used_when_variable_unset(tmp_path):
     assert Settings.from_env({"EXPORTS_HOME": str(tmp_path)}).encryption_key == KEY
     with pytest.raises(SettingsError, match="ENCRYPTION_KEY"):
         Settings.from_env({"EXPORTS_HOME": str(tmp_path / "other")}).require_encryption_key()
+
+
+def test_batch_export_defaults(tmp_path: Path):
+    b = Settings.from_env({"EXPORTS_HOME": str(tmp_path)}).batch_export
+    assert (b.row_limit, b.link_hours, b.retention_days) == (1_500_000, 24, 30)
+    assert b.destination == (tmp_path.resolve() / "batch-exports").as_uri() + "/"
+    dest = b.store_destination()
+    assert dest.scheme == "file" and dest.bucket == str(tmp_path.resolve() / "batch-exports")
+    assert b.smtp_url is None and b.email_from is None
+
+
+def test_batch_export_s3_destination_links_use_the_external_endpoint_and_hide_secrets(tmp_path: Path):
+    s = Settings.from_env({
+        "EXPORTS_HOME": str(tmp_path), "EXPORTS_BATCH_EXPORT_DESTINATION": "s3://exports/batch/",
+        "EXPORTS_BATCH_EXPORT_ENDPOINT": "http://minio:9000", "EXPORTS_BATCH_EXPORT_ACCESS_KEY_ID": "AKIA1",
+        "EXPORTS_BATCH_EXPORT_SECRET_ACCESS_KEY": "s3-hunter2", "EXPORTS_BATCH_EXPORT_FORCE_PATH_STYLE": "true",
+        "EXPORTS_BATCH_EXPORT_EXTERNAL_ENDPOINT": "https://files.example.com",
+        "EXPORTS_BATCH_EXPORT_LINK_HOURS": "48", "EXPORTS_BATCH_EXPORT_RETENTION_DAYS": "0",
+        "EXPORTS_BATCH_EXPORT_ROW_LIMIT": "1000",
+        "EXPORTS_SMTP_URL": "smtps://mailer:smtp-hunter3@mail.example.com:465", "EXPORTS_EMAIL_FROM": "noreply@example.com",
+    })
+    b = s.batch_export
+    assert (b.row_limit, b.link_hours, b.retention_days) == (1000, 48, 0)
+    assert b.store_destination().endpoint_url == "http://minio:9000"
+    assert b.store_destination().force_path_style is True
+    assert b.link_destination().endpoint_url == "https://files.example.com"
+    assert (b.link_destination().bucket, b.link_destination().prefix) == ("exports", "batch/")
+    for text in (repr(s), str(s), repr(b), repr(b.store_destination())):
+        assert "s3-hunter2" not in text and "smtp-hunter3" not in text
+
+
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [
+        ({"EXPORTS_BATCH_EXPORT_ROW_LIMIT": "0"}, "EXPORTS_BATCH_EXPORT_ROW_LIMIT"),
+        ({"EXPORTS_BATCH_EXPORT_ROW_LIMIT": "1.5M"}, "EXPORTS_BATCH_EXPORT_ROW_LIMIT"),
+        ({"EXPORTS_BATCH_EXPORT_LINK_HOURS": "169"}, "EXPORTS_BATCH_EXPORT_LINK_HOURS"),
+        ({"EXPORTS_BATCH_EXPORT_LINK_HOURS": "0"}, "EXPORTS_BATCH_EXPORT_LINK_HOURS"),
+        ({"EXPORTS_BATCH_EXPORT_RETENTION_DAYS": "-1"}, "EXPORTS_BATCH_EXPORT_RETENTION_DAYS"),
+        ({"EXPORTS_BATCH_EXPORT_DESTINATION": "gs://bucket/"}, "EXPORTS_BATCH_EXPORT_DESTINATION"),
+        ({"EXPORTS_BATCH_EXPORT_DESTINATION": "s3://bucket/no-slash"}, "EXPORTS_BATCH_EXPORT_DESTINATION"),
+        ({"EXPORTS_BATCH_EXPORT_DESTINATION": "s3://bucket/", "EXPORTS_BATCH_EXPORT_ENDPOINT": "ftp://x"},
+         "EXPORTS_BATCH_EXPORT_ENDPOINT"),
+        ({"EXPORTS_BATCH_EXPORT_DESTINATION": "s3://bucket/", "EXPORTS_BATCH_EXPORT_EXTERNAL_ENDPOINT": "files"},
+         "EXPORTS_BATCH_EXPORT_EXTERNAL_ENDPOINT"),
+        ({"EXPORTS_BATCH_EXPORT_DESTINATION": "s3://bucket/", "EXPORTS_BATCH_EXPORT_ACCESS_KEY_ID": "AKIA"},
+         "EXPORTS_BATCH_EXPORT_SECRET_ACCESS_KEY"),
+        ({"EXPORTS_BATCH_EXPORT_FORCE_PATH_STYLE": "maybe"}, "EXPORTS_BATCH_EXPORT_FORCE_PATH_STYLE"),
+        ({"EXPORTS_BATCH_EXPORT_SSE": "DES"}, "EXPORTS_BATCH_EXPORT_SSE"),
+        ({"EXPORTS_SMTP_URL": "http://u:pw@mail.example.com", "EXPORTS_EMAIL_FROM": "a@example.com"}, "EXPORTS_SMTP_URL"),
+        ({"EXPORTS_SMTP_URL": "smtp://mail.example.com"}, "EXPORTS_EMAIL_FROM"),
+        ({"EXPORTS_SMTP_URL": "smtp://mail.example.com", "EXPORTS_EMAIL_FROM": "nobody"}, "EXPORTS_EMAIL_FROM"),
+    ],
+)
+def test_bad_batch_export_values_name_the_variable(env, name, tmp_path):
+    with pytest.raises(SettingsError, match=name) as err:
+        Settings.from_env({"EXPORTS_HOME": str(tmp_path), **env})
+    assert "pw@" not in str(err.value)

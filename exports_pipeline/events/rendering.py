@@ -79,9 +79,15 @@ def _rewrite_tuple_element(element: str, fmt_name: str) -> str | None:
 
 def select_expression(name: str, ch_type: str, fmt_name: str) -> str:
     """The select-list item that writes column `name` of type `ch_type` in format `fmt_name`."""
-    column = quote_identifier(name)
+    return rendered(quote_identifier(name), ch_type, fmt_name, name)
+
+
+def rendered(expression: str, ch_type: str, fmt_name: str, alias: str) -> str:
+    """A select item `expression` (of type `ch_type`) as format `fmt_name` writes it, named `alias`: the one
+    place the README's rendering rules become SQL, for table columns and computed ones (batch export rows)."""
+    name = quote_identifier(alias)
     target = _rewrite(ch_type, fmt_name)
-    expr = column if target is None else f"CAST({column} AS {target})"
+    expr = expression if target is None else f"CAST({expression} AS {target})"
     if fmt_name == "csv" and type_name(base_type(ch_type)) in CSV_AS_JSON:
         expr = f"toJSONString({expr})"
-    return column if expr == column else f"{expr} AS {column}"
+    return name if expr == name else f"{expr} AS {name}"

@@ -27,7 +27,10 @@ COMPRESSIONS = ("none", "gzip", "zstd")
 SSE_MODES = ("AES256", "aws:kms")
 MIXPANEL_REGIONS = ("api", "api-eu", "api-in")
 BATCH_STATUSES = ("QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED")
+BATCH_FINAL_STATUSES = ("COMPLETED", "FAILED", "CANCELLED")
 BATCH_FORMATS = ("CSV", "JSON", "JSONL", "PARQUET")
+# event_log.entity_type of a batch export's file (entity_id: the export id)
+BATCH_EXPORT_ENTITY = "batch_export"
 
 # Cursor sink families. A sink is either the family name or "family:<qualifier>" (the object-storage
 # exporter keeps one cursor per frequency); changing an integration's mode, or deleting it, forgets every
@@ -353,4 +356,21 @@ class BatchExport:
     finished_at: datetime | None = None
     expires_at: datetime | None = None
     url: str | None = field(default=None, repr=False)  # presigned: a bearer credential until it expires
-    log: str | None = None
+    log: str | None = None  # why it FAILED, for the person who asked (Langfuse's column)
+    compression: str = "none"
+    email: str | None = None
+    rows_matched: int | None = None
+    rows_written: int | None = None
+    truncated: bool = False
+    bytes: int | None = None
+    object_uri: str | None = None
+    object_key: str | None = None
+    message: str | None = None  # what else they should know: the truncation in words, a mail not sent
+    run_id: str | None = None
+    started_at: datetime | None = None
+    cancel_requested_at: datetime | None = None
+    file_deleted_at: datetime | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in BATCH_FINAL_STATUSES

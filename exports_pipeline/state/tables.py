@@ -161,8 +161,23 @@ batch_exports = sa.Table(
     _text("format"),
     _text("url", nullable=True),
     _text("log", nullable=True),
+    # Ours (migration 0002): the request beyond Langfuse's columns, and what its run recorded.
+    _text("compression", server_default="none"),
+    _text("email", nullable=True),
+    sa.Column("rows_matched", sa.BigInteger(), nullable=True),
+    sa.Column("rows_written", sa.BigInteger(), nullable=True),
+    _flag("truncated", False),
+    sa.Column("bytes", sa.BigInteger(), nullable=True),
+    _text("object_uri", nullable=True),
+    _text("object_key", nullable=True),
+    _text("message", nullable=True),
+    _text("run_id", nullable=True),
+    _ts("started_at"),
+    _ts("cancel_requested_at"),
+    _ts("file_deleted_at"),
     sa.Index("ix_batch_exports_project_id_user_id", "project_id", "user_id"),
     sa.Index("ix_batch_exports_status", "status"),
+    sa.Index("ix_batch_exports_finished_at", "finished_at"),
 )
 
 event_log = sa.Table(

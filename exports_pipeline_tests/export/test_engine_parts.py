@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from exports_pipeline.sinks.object_storage import files
-from exports_pipeline.sinks.object_storage.files import EngineParts
+from exports_pipeline import files
+from exports_pipeline.files import EngineParts
 
 BLOCK = os.urandom(1 << 16)
 
@@ -52,3 +52,27 @@ def test_follow_raises_the_engine_error_instead_of_returning_a_short_file(tmp_pa
             parts.follow(0)
     finally:
         parts.close()
+
+
+def test_a_stop_ends_every_wait_at_once_and_close_does_not_wait_for_the_engine(tmp_path):
+    import threading
+
+    from exports_pipeline.errors import ExportCancelled
+
+    release = threading.Event()
+
+    def thinking_engine(i: int, path: str) -> None:  # a query still sorting: no byte for a long time
+        release.wait(30)
+
+    stop = threading.Event()
+    parts = EngineParts(thinking_engine, 1, ".part", stop=stop)
+    threading.Timer(0.2, stop.set).start()
+    started = time.monotonic()
+    with pytest.raises(ExportCancelled):
+        for _chunk in parts.chunks(0):
+            raise AssertionError("no bytes were written")
+    with pytest.raises(ExportCancelled):
+        parts.wait(0)
+    parts.close()
+    assert time.monotonic() - started < 2, "neither the waits nor close() waited for the engine"
+    release.set()

@@ -152,3 +152,73 @@ def test_bad_transition_arguments_name_the_field(store: StateStore):
         store.fail_batch_export(batch.id, None)  # type: ignore[arg-type]
     assert store.get_batch_export(batch.id).status == "PROCESSING"
     assert store.fail_batch_export(batch.id, "").log == "An internal error occurred"
+
+
+def test_claim_by_run_is_idempotent_for_that_run_only(store: StateStore):
+    batch = create(store)
+    first = store.claim_batch_export(batch.id, "run-a")
+    assert first.status == "PROCESSING" and first.run_id == "run-a" and first.started_at is not None
+    again = store.claim_batch_export(batch.id, "run-a")  # a step retry of the same run carries on
+    assert again.id == batch.id and again.run_id == "run-a" and again.started_at == first.started_at
+    assert store.claim_batch_export(batch.id, "run-b") is None, "another run never takes an owned row"
+    assert store.claim_batch_export(batch.id) is None
+    assert store.get_batch_export(batch.id).run_id == "run-a"
+
+
+def test_two_runs_claim_one_wins_and_only_the_winner_reclaims(store: StateStore):
+    batch = create(store)
+    barrier = threading.Barrier(2)
+    results: dict[str, BatchExport | None] = {}
+
+    def claim(run: str) -> None:
+        barrier.wait()
+        results[run] = store.claim_batch_export(batch.id, run)
+
+    threads = [threading.Thread(target=claim, args=(run,)) for run in ("r1", "r2")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    winners = [run for run, row in results.items() if row is not None]
+    assert len(winners) == 1
+    loser = ({"r1", "r2"} - set(winners)).pop()
+    assert store.claim_batch_export(batch.id, winners[0]) is not None
+    assert store.claim_batch_export(batch.id, loser) is None
+
+
+def test_cancel_of_a_running_export_is_a_request_the_run_acknowledges(store: StateStore):
+    batch = create(store)
+    store.claim_batch_export(batch.id, "run-a")
+    asked = store.request_batch_export_cancel(batch.id)
+    assert asked.status == "PROCESSING" and asked.cancel_requested_at is not None
+    assert store.request_batch_export_cancel(batch.id).cancel_requested_at == asked.cancel_requested_at
+    # The run finished its file at the same moment: completing loses against the request.
+    assert store.complete_batch_export(batch.id, "file:///x", datetime(2030, 1, 1, tzinfo=UTC)) is None
+    done = store.acknowledge_batch_export_cancel(batch.id, "cancelled while running; no file was kept")
+    assert done.status == "CANCELLED" and done.finished_at is not None and "no file" in done.message
+    assert store.request_batch_export_cancel(create(store).id) is None, "a queued export is cancelled directly"
+
+
+def test_complete_records_what_the_run_did_and_notes_append(store: StateStore):
+    batch = store.create_batch_export("p", "u", "n", QUERY, "CSV", compression="gzip", email="a@example.com")
+    assert (batch.compression, batch.email, batch.truncated) == ("gzip", "a@example.com", False)
+    store.claim_batch_export(batch.id, "run-a")
+    store.record_batch_export_progress(batch.id, rows_matched=12)
+    done = store.complete_batch_export(batch.id, "https://x", datetime(2030, 1, 1, tzinfo=UTC), rows_written=10,
+                                       rows_matched=12, truncated=True, bytes=345, object_uri="s3://b/k",
+                                       object_key="k", message="10 of 12 rows")
+    assert (done.rows_written, done.rows_matched, done.truncated, done.bytes) == (10, 12, True, 345)
+    assert (done.object_uri, done.object_key, done.message) == ("s3://b/k", "k", "10 of 12 rows")
+    noted = store.add_batch_export_message(batch.id, "mail not sent")
+    assert noted.message == "10 of 12 rows\nmail not sent" and noted.status == "COMPLETED"
+    assert [b.id for b in store.list_batch_exports(with_file=True)] == [batch.id]
+    gone = store.mark_batch_export_file_deleted(batch.id, "file deleted after 30 days")
+    assert gone.file_deleted_at is not None and gone.url is None and gone.message.endswith("30 days")
+    assert store.list_batch_exports(with_file=True) == []
+
+
+def test_created_as_claimed_is_never_queued(store: StateStore):
+    batch = store.create_batch_export("p", "u", "n", QUERY, "CSV", claimed_by_run="run-x")
+    assert batch.status == "PROCESSING" and batch.run_id == "run-x"
+    assert store.list_batch_exports(status="QUEUED") == []
+    assert store.claim_batch_export(batch.id, "run-x") is not None

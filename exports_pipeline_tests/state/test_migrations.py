@@ -37,7 +37,7 @@ def test_upgrade_on_empty_database_then_noop(state_database_url: str):
     assert current_revision(state_database_url) is None
     assert _tables(state_database_url) == set()
     head = head_revision()
-    assert head == "0005"
+    assert head == "0006"
     assert upgrade(state_database_url) == head
     assert current_revision(state_database_url) == head
     assert _tables(state_database_url) == EXPECTED_TABLES | {VERSION_TABLE}

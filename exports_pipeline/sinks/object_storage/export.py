@@ -26,15 +26,14 @@ from exports_pipeline.events.queries import (
     window_probe_sql,
 )
 from exports_pipeline.events.schema import ExportSchema, read_export_schema
+from exports_pipeline.formats import file_extension, get_format
 from exports_pipeline.sinks.object_storage.attempts import claim, delete_stale, recorded_here, window_scratch
-from exports_pipeline.sinks.object_storage.files import EngineParts, ExportedFile, TextFile, csv_header, parquet_rows
+from exports_pipeline.files import ExportedFile, engine_parquet_files, engine_text_files
 from exports_pipeline.sinks.object_storage.keys import DEFAULT_KEY_TEMPLATE, KeyContext, data_key, manifest_key, validate_template
 from exports_pipeline.windows import Window, iso, subrange_count
-from exports_pipeline.formats import content_type, effective_compression, file_extension, get_format
 from exports_pipeline.resources.clickhouse import ClickHouseResource, query_tags
 from exports_pipeline.resources.object_store.base import ObjectStore
 from exports_pipeline.resources.object_store.destination import Destination
-from exports_pipeline.resources.object_store.local import LocalObjectStore
 from exports_pipeline.state.models import SINK_BLOB, BlobIntegration
 
 # 2: `columns` lists {"name", "type"} of the columns written (was: names of the registry's columns) and
@@ -196,11 +195,11 @@ def _manifest(request: ExportRequest, integration: BlobIntegration, table: str, 
 # ----------------------------------------------------------------------------------------------- formats
 
 
-def _engine_writer(clickhouse: ClickHouseResource, sql: str, ch_format: str, settings: dict, params: dict,
-                   tags: dict, subranges: list[Window], compression: str | None = None):
-    """`write(i, path)`: ClickHouse writes sub-range i to `path` (the engine itself on chDB, streamed
-    over HTTP from a server)."""
-    def write(i: int, path: str) -> None:
+def _engine_writer(clickhouse: ClickHouseResource, sql: str, settings: dict, params: dict, tags: dict,
+                   subranges: list[Window]):
+    """`write(i, path, format, compression)`: ClickHouse writes sub-range i to `path` (the engine itself on
+    chDB, streamed over HTTP from a server)."""
+    def write(i: int, path: str, ch_format: str, compression: str | None) -> None:
         sub = subranges[i]
         clickhouse.export_to_file(sql, ch_format, path, {**params, "start": sub.start, "end": sub.end},
                                   settings=settings, tags=tags, compression=compression)
@@ -209,100 +208,27 @@ def _engine_writer(clickhouse: ClickHouseResource, sql: str, ch_format: str, set
 
 def _export_text(clickhouse, store, integration, template, ctx, fmt_name, subranges, sub_counts, params, tags,
                  estimated, max_file, schema: ExportSchema, scratch: str, claim_keys) -> list[ExportedFile]:
-    """Ship each sub-range's bytes into the current file as ClickHouse writes them; start a new file at a
-    sub-range boundary once the current one has reached max_file_size_mb (stored bytes; a file may pass
-    the limit by at most one sub-range). A window of one sub-range is one file that ClickHouse writes
-    whole (header included), and on a local destination that file is simply moved into place."""
-    fmt = get_format(fmt_name)
-    compression = effective_compression(fmt, integration.compression)
-    # chDB gzips CSV/JSONL itself, off the GIL; each sub-range becomes one gzip member, and multi-member
-    # gzip is standard (RFC 1952) and read everywhere. zstd is compressed here into one frame per file,
-    # because common readers stop after a first zstd frame; JSON arrays are framed here, so compressed here.
-    engine_compressed = clickhouse.is_embedded and compression == "gzip" and fmt_name != "json"
-    single = len(subranges) == 1
-    ch_format = "CSVWithNames" if single and fmt_name == "csv" else fmt.clickhouse_format
-    adopt = (single and isinstance(store, LocalObjectStore) and fmt_name != "json"
-             and (compression == "none" or engine_compressed))
-    ext = file_extension(fmt, integration.compression)
+    """The window's sub-ranges in one text format, rolling over to a new file at max_file_size_mb."""
+    ext = file_extension(get_format(fmt_name), integration.compression)
     sql = window_export_sql(clickhouse.events_table, fmt_name, schema.columns)
-    header = b"" if ch_format == "CSVWithNames" else csv_header(schema.names)
-    expected = min(estimated, max_file) if max_file else estimated
-    out: list[ExportedFile] = []
-    current: TextFile | None = None
-    known_rows = 0
-    parts = EngineParts(_engine_writer(clickhouse, sql, ch_format, TEXT_SETTINGS, params, tags,
-                                       subranges, compression if engine_compressed else None),
-                        len(subranges), ".part",  # no ".gz": the engine would compress by extension
-                        scratch_dir=scratch)
-    try:
-        if adopt:
-            landed = parts.follow(0)
-            parts.wait(0)
-            key = data_key(template, ctx, fmt_name, ext, 0)
-            claim_keys(key)
-            obj = store.adopt(key, landed.path, content_type(fmt, compression), sha256=landed.sha256,
-                              size=landed.size)
-            return [ExportedFile(fmt_name, compression, 0, sub_counts[0], obj)]
-        for i, count in enumerate(sub_counts):
-            if current is None:
-                key = data_key(template, ctx, fmt_name, ext, len(out))
-                claim_keys(key)
-                current = TextFile(store, key, fmt, compression, header, expected or None, engine_compressed)
-                known_rows = 0
-            for chunk in parts.chunks(i):
-                current.write_rows(chunk)
-            parts.release(i)
-            known_rows += count
-            if max_file and current.stored_bytes >= max_file:
-                obj, rows = current.commit(known_rows)
-                out.append(ExportedFile(fmt_name, compression, len(out), rows, obj))
-                current = None
-        if current is not None:
-            obj, rows = current.commit(known_rows)
-            out.append(ExportedFile(fmt_name, compression, len(out), rows, obj))
-            current = None
-    finally:
-        if current is not None:
-            current.abort()
-        parts.close()
-    return out
+    return engine_text_files(
+        store=store, fmt_name=fmt_name, compression=integration.compression, embedded=clickhouse.is_embedded,
+        counts=sub_counts, columns=schema.names,
+        write=_engine_writer(clickhouse, sql, TEXT_SETTINGS, params, tags, subranges),
+        key=lambda n: data_key(template, ctx, fmt_name, ext, n), expected=estimated, max_file=max_file,
+        scratch_dir=scratch, claim=claim_keys)
 
 
 def _export_parquet(clickhouse, store, template, ctx, subranges, sub_counts, params, tags,
                     estimated: int, schema: ExportSchema, scratch: str, claim_keys) -> list[ExportedFile]:
-    """One Parquet file per non-empty sub-range, written by ClickHouse (bounded row groups) and shipped as
-    it is written (moved into place on a local destination). Parquet files cannot be concatenated, so
-    sub-ranges are its file boundaries."""
-    fmt = get_format("parquet")
-    ctype = content_type(fmt, "none")
+    """One Parquet file per non-empty sub-range."""
     nonempty = [sub for sub, count in zip(subranges, sub_counts, strict=True) if count]
     sql = window_export_sql(clickhouse.events_table, "parquet", schema.columns)
-    parts = EngineParts(_engine_writer(clickhouse, sql, "Parquet", PARQUET_SETTINGS, params, tags, nonempty),
-                        len(nonempty), ".parquet", scratch_dir=scratch)
-    out: list[ExportedFile] = []
-    try:
-        for i in range(len(nonempty)):
-            key = data_key(template, ctx, "parquet", fmt.extension, len(out))
-            claim_keys(key)
-            if isinstance(store, LocalObjectStore):
-                landed = parts.follow(i)
-                parts.wait(i)
-                rows = parquet_rows(landed.path)
-                obj = store.adopt(key, landed.path, ctype, sha256=landed.sha256, size=landed.size)
-            else:
-                # The text-size estimate of the sub-range bounds its Parquet size from above, which is
-                # what part sizing needs (never too few parts' worth of capacity).
-                with store.writer(key, ctype, max(1, estimated // len(subranges))) as writer:
-                    for chunk in parts.chunks(i):
-                        writer.write(chunk)
-                    parts.wait(i)
-                    rows = parquet_rows(parts.path(i))
-                    obj = writer.commit()
-            parts.release(i)
-            out.append(ExportedFile("parquet", "none", len(out), rows, obj))
-    finally:
-        parts.close()
-    return out
+    return engine_parquet_files(
+        store=store, count=len(nonempty),
+        write=_engine_writer(clickhouse, sql, PARQUET_SETTINGS, params, tags, nonempty),
+        key=lambda n: data_key(template, ctx, "parquet", get_format("parquet").extension, n),
+        expected=estimated * len(nonempty) // max(len(subranges), 1), scratch_dir=scratch, claim=claim_keys)
 
 
 def _subrange_counts(clickhouse, table, request, subranges, tags) -> tuple[list[int], dt.datetime | None]:

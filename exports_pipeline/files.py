@@ -17,8 +17,10 @@ from dataclasses import dataclass
 
 import pyarrow.parquet as pq
 
-from exports_pipeline.formats import Compressor, Format, content_type, effective_compression
+from exports_pipeline.errors import ExportCancelled
+from exports_pipeline.formats import Compressor, Format, content_type, effective_compression, get_format
 from exports_pipeline.resources.object_store.base import ObjectStore, ObjectWriter, WrittenObject
+from exports_pipeline.resources.object_store.local import LocalObjectStore
 
 COPY_CHUNK = 8 << 20
 # While following a part, push its written pages to disk every this many bytes, so the fsync that makes
@@ -137,10 +139,15 @@ class EngineParts:
 
     The worker stays at most `lead` files ahead of the reader, so scratch disk is bounded by a couple of
     sub-ranges, and memory by one read buffer. `write(i, path)` is the engine call for part i.
+
+    `stop` (set by whoever may cancel the export) makes every wait raise `ExportCancelled` within a
+    fraction of a second, even while the engine is still computing the first bytes; `close()` then
+    leaves the engine's thread to finish on its own (a daemon) instead of waiting for a query whose
+    result nobody wants.
     """
 
     def __init__(self, write: Callable[[int, str], None], count: int, suffix: str, lead: int = 2,
-                 scratch_dir: str | None = None):
+                 scratch_dir: str | None = None, stop: threading.Event | None = None):
         # Paths that do not exist yet: the engine creates each file (TRUNCATE may replace a file that
         # exists, and a reader holding the old one would see nothing), and the reader opens it once it does.
         self._dir = scratch_dir or tempfile.mkdtemp(prefix="exports-parts-", dir=os.environ.get("EXPORTS_SCRATCH_DIR"))
@@ -148,6 +155,7 @@ class EngineParts:
         self._done = [threading.Event() for _ in range(count)]
         self._slots = threading.Semaphore(lead)
         self._cancelled = threading.Event()
+        self._stop = stop or threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, args=(write,), name="engine-parts", daemon=True)
         self._thread.start()
@@ -169,15 +177,21 @@ class EngineParts:
     def path(self, i: int) -> str:
         return self._paths[i]
 
+    def _check_stop(self) -> None:
+        if self._stop.is_set():
+            raise ExportCancelled("the export was cancelled while ClickHouse was writing it")
+
     def wait(self, i: int) -> None:
         """Block until part i is completely written (raising the engine's error, if any)."""
-        self._done[i].wait()
+        while not self._done[i].wait(0.05):
+            self._check_stop()
         if self._error is not None:
             raise self._error
 
     def chunks(self, i: int) -> Iterator[bytes]:
         """Part i's bytes as they land in its scratch file."""
         while not os.path.exists(self._paths[i]):
+            self._check_stop()
             if self._done[i].wait(0.02):
                 if self._error is not None:
                     raise self._error
@@ -196,6 +210,7 @@ class EngineParts:
                         return
                     yield data
                     continue
+                self._check_stop()
                 self._done[i].wait(0.02)
 
     def follow(self, i: int) -> Landed:
@@ -227,8 +242,131 @@ class EngineParts:
         self._cancelled.set()
         for _ in self._paths:
             self._slots.release()
-        self._thread.join()
+        if not self._stop.is_set():
+            self._thread.join()
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------ engine-written objects
+# What every export that lets ClickHouse write its files shares (object storage windows, batch exports):
+# the caller says how part i is produced (`write(i, path, clickhouse_format, engine_compression)`) and
+# where object n goes (`key(n)`); these functions decide formats, framing, compression, rollover and
+# whether a finished local file is simply moved into place.
+
+PartWriter = Callable[[int, str, str, str | None], None]
+
+
+def scratch_for(store: ObjectStore) -> str | None:
+    """Local destinations keep scratch files inside the destination, so finished ones are renamed into
+    place instead of copied (the copy was most of the pipeline's own cost)."""
+    return store.scratch_dir() if isinstance(store, LocalObjectStore) else None
+
+
+def _check(stop: threading.Event | None) -> None:
+    if stop is not None and stop.is_set():
+        raise ExportCancelled("the export was cancelled before its file was committed")
+
+
+def engine_text_files(*, store: ObjectStore, fmt_name: str, compression: str, embedded: bool, counts: list[int],
+                      columns: Iterable[str], write: PartWriter, key: Callable[[int], str], expected: int,
+                      max_file: int = 0, stop: threading.Event | None = None, scratch_dir: str | None = None,
+                      claim: Callable[[str], None] = lambda _key: None) -> list[ExportedFile]:
+    """Ship each part's bytes into the current file as ClickHouse writes them; start a new file at a
+    part boundary once the current one has reached `max_file` (stored bytes; a file may pass the limit
+    by at most one part). One part is one file that ClickHouse writes whole (header included), and on a
+    local destination that file is simply moved into place. `counts` are the rows of each part (CSV
+    files report them; JSON formats count their own lines when they can). `claim(key)` runs before anything
+    is written under a key (event_log records it first); `scratch_dir` is where the engine writes parts
+    (a fresh one per call by default)."""
+    fmt = get_format(fmt_name)
+    compression = effective_compression(fmt, compression)
+    # chDB gzips CSV/JSONL itself, off the GIL; each part becomes one gzip member, and multi-member
+    # gzip is standard (RFC 1952) and read everywhere. zstd is compressed here into one frame per file,
+    # because common readers stop after a first zstd frame; JSON arrays are framed here, so compressed here.
+    engine_compressed = embedded and compression == "gzip" and fmt_name != "json"
+    single = len(counts) == 1
+    ch_format = "CSVWithNames" if single and fmt_name == "csv" else fmt.clickhouse_format
+    adopt = (single and isinstance(store, LocalObjectStore) and fmt_name != "json"
+             and (compression == "none" or engine_compressed))
+    header = b"" if ch_format == "CSVWithNames" else csv_header(columns)
+    expected = min(expected, max_file) if max_file else expected
+    engine_compression = compression if engine_compressed else None
+    out: list[ExportedFile] = []
+    current: TextFile | None = None
+    known_rows = 0
+    parts = EngineParts(lambda i, path: write(i, path, ch_format, engine_compression),
+                        len(counts), ".part",  # no ".gz": the engine would compress by extension
+                        scratch_dir=scratch_dir or scratch_for(store), stop=stop)
+    try:
+        if adopt:
+            landed = parts.follow(0)
+            parts.wait(0)
+            _check(stop)
+            claim(key(0))
+            obj = store.adopt(key(0), landed.path, content_type(fmt, compression),  # type: ignore[attr-defined]
+                              sha256=landed.sha256, size=landed.size)
+            return [ExportedFile(fmt_name, compression, 0, counts[0], obj)]
+        for i, count in enumerate(counts):
+            if current is None:
+                claim(key(len(out)))
+                current = TextFile(store, key(len(out)), fmt, compression, header, expected or None,
+                                   engine_compressed)
+                known_rows = 0
+            for chunk in parts.chunks(i):
+                current.write_rows(chunk)
+            parts.release(i)
+            known_rows += count
+            if max_file and current.stored_bytes >= max_file:
+                _check(stop)
+                obj, rows = current.commit(known_rows)
+                out.append(ExportedFile(fmt_name, compression, len(out), rows, obj))
+                current = None
+        if current is not None:
+            _check(stop)
+            obj, rows = current.commit(known_rows)
+            out.append(ExportedFile(fmt_name, compression, len(out), rows, obj))
+            current = None
+    finally:
+        if current is not None:
+            current.abort()
+        parts.close()
+    return out
+
+
+def engine_parquet_files(*, store: ObjectStore, count: int, write: PartWriter, key: Callable[[int], str],
+                         expected: int, stop: threading.Event | None = None, scratch_dir: str | None = None,
+                         claim: Callable[[str], None] = lambda _key: None) -> list[ExportedFile]:
+    """One Parquet file per part, written by ClickHouse (bounded row groups) and shipped as it is written
+    (moved into place on a local destination). Parquet files cannot be concatenated, so parts are its
+    file boundaries. `expected` (a text-size estimate of all parts) bounds each part's size from above,
+    which is what multipart sizing needs (never too few parts' worth of capacity)."""
+    fmt = get_format("parquet")
+    ctype = content_type(fmt, "none")
+    parts = EngineParts(lambda i, path: write(i, path, "Parquet", None), count, ".parquet",
+                        scratch_dir=scratch_dir or scratch_for(store), stop=stop)
+    out: list[ExportedFile] = []
+    try:
+        for i in range(count):
+            claim(key(len(out)))
+            if isinstance(store, LocalObjectStore):
+                landed = parts.follow(i)
+                parts.wait(i)
+                rows = parquet_rows(landed.path)
+                _check(stop)
+                obj = store.adopt(key(len(out)), landed.path, ctype, sha256=landed.sha256, size=landed.size)
+            else:
+                with store.writer(key(len(out)), ctype, max(1, expected // max(count, 1))) as writer:
+                    for chunk in parts.chunks(i):
+                        writer.write(chunk)
+                    parts.wait(i)
+                    rows = parquet_rows(parts.path(i))
+                    _check(stop)
+                    obj = writer.commit()
+            parts.release(i)
+            out.append(ExportedFile("parquet", "none", len(out), rows, obj))
+    finally:
+        parts.close()
+    return out
 
 
 def csv_header(columns: Iterable[str]) -> bytes:

@@ -53,7 +53,7 @@ def diagnose(exc: BaseException, *, destination: str, table: str, secrets: tuple
     elif isinstance(exc, ObjectTooLarge):
         message = (f"the file would be larger than one object can hold ({text}). Narrow the filter, export "
                    "fewer columns or lower --limit.")
-    elif isinstance(exc, DeploymentFault):
+    elif isinstance(exc, DeploymentFault) and not isinstance(exc, ClickHouseError):
         message = f"{text} The operator must fix this deployment; requesting the export again will not help."
     elif isinstance(exc, ConfigError):
         message = (f"the stored request is no longer valid: {text}. Request the export again with a valid "

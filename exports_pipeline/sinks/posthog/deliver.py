@@ -130,8 +130,6 @@ class _Request:
             self.parts.append(view[pos:end])
             self.size += end - pos
             pos, first = end, fit
-            if first < len(ends):
-                self.flush()
 
     def flush(self) -> None:
         if self.parts:

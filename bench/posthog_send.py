@@ -67,10 +67,15 @@ def measure(window_name: str, url: str) -> dict:
     integration = PostHogIntegration(project_id=PROJECT, encrypted_posthog_api_key=SecretBox("ab" * 32).encrypt(
         BENCH_KEY), posthog_host_name=url, project_name="bench")
     client = PostHogResource().client(url, BENCH_KEY)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu0 = usage.ru_utime + usage.ru_stime
     delivery = deliver_window(ch, client, integration, project_id=PROJECT, window=WINDOWS[window_name],
                               run_id="bench", historical=True, log=logging.getLogger("bench"),
                               langfuse_url="https://cloud.langfuse.com")
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     return {"window": window_name, **delivery.metadata(),
+            "cpu_s": round(usage.ru_utime + usage.ru_stime - cpu0, 1),  # this process's (chDB's threads included)
+            "load_average": [round(x, 1) for x in os.getloadavg()],
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 

@@ -1,7 +1,8 @@
 """Deliver one window to Mixpanel: ClickHouse renders the events (`mapping.py`), this cuts the stream into
 requests under Mixpanel's caps, and the client (`resources/mixpanel.py`) sends them, a few at a time.
 
-Memory stays flat whatever the window's size: ClickHouse streams ~1 MiB blocks, each is cut into lines, and
+Memory stays flat whatever the window's size: ClickHouse streams ~1 MiB blocks (`engine/lines.py`, shared
+with PostHog: TabSeparated, time sub-ranges for long windows), each is cut into lines, and
 at most `max_in_flight` requests (<= 10 MB each) wait for an answer. Python touches each line only to slice
 off its flag and to count bytes: no JSON parsing, except of a line over Mixpanel's 1 MB event cap, which
 cannot arise from the mapping's own caps and is shrunk here should a future property make it possible.
@@ -13,16 +14,14 @@ never retried; every other failure raises the client's classified fault.
 
 from __future__ import annotations
 
-import codecs
 import collections
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from exports_pipeline.events.queries import window_probe_sql
+from exports_pipeline.engine.lines import window_lines
 from exports_pipeline.windows import Window, iso
 from exports_pipeline.resources.clickhouse import ClickHouseResource, query_tags
 from exports_pipeline.resources.mixpanel import MixpanelClient
@@ -31,7 +30,6 @@ from exports_pipeline.sinks.mixpanel.mapping import (
     CUT_ARRAY,
     EVENT_MAX_BYTES,
     JSON_SETTINGS,
-    STREAM_FORMAT,
     flag_counts,
     window_events_parameters,
     window_events_sql,
@@ -39,10 +37,6 @@ from exports_pipeline.sinks.mixpanel.mapping import (
 from exports_pipeline.state.models import MixpanelIntegration
 
 _ZERO = ord("0")
-# Stored rows (all versions, estimated without FINAL) per query: a longer window is read in time sub-ranges
-# of about this many rows, one after the other, so ClickHouse's memory for FINAL does not grow with the window
-# (measured: one query over 4 days peaked 26% above one day; sub-ranges keep it flat).
-SUBRANGE_ROWS = 1_500_000
 
 
 @dataclass
@@ -116,7 +110,7 @@ def deliver_window(
     with client.sender() as sender:
         batch: list[bytes] = []
         size = 0
-        for line in _window_lines(clickhouse, sql, params, tags, window):
+        for line in window_lines(clickhouse, sql, params, window=window, settings=JSON_SETTINGS, tags=tags):
             flag, event = line[0] - _ZERO, line[2:]
             if len(event) >= EVENT_MAX_BYTES:
                 event = fit_event(event)
@@ -141,31 +135,6 @@ def deliver_window(
         f"{delivery.requests:,} requests, {delivery.seconds:.1f} s ({delivery.events_per_second:,.0f}/s); "
         f"imported {delivery.imported:,}, refused {delivery.failed:,}, cut {delivery.events_cut:,}")
     return delivery
-
-
-def _window_lines(clickhouse: ClickHouseResource, sql: str, params: dict, tags: dict, window: Window) -> Any:
-    """The window's lines, sub-range after sub-range (oldest first, so the order is the window's)."""
-    stored = clickhouse.query(window_probe_sql(clickhouse.events_table, ()), params)[0][0]  # rows only
-    for part in window.split(math.ceil(int(stored or 0) / SUBRANGE_ROWS)):
-        part_params = {**params, "start": part.start, "end": part.end}
-        with clickhouse.stream(sql, STREAM_FORMAT, parameters=part_params, settings=JSON_SETTINGS,
-                               tags=tags) as chunks:
-            yield from _lines(chunks)
-
-
-def _lines(chunks) -> Any:
-    """Complete `flag\\tjson` lines from ClickHouse's TabSeparated blocks, TSV escaping undone."""
-    rest = b""
-    for chunk in chunks:
-        buf = rest + chunk if rest else chunk
-        end = buf.rfind(b"\n") + 1
-        rest = buf[end:]
-        if end:
-            lines = codecs.escape_decode(buf[:end])[0].split(b"\n")
-            lines.pop()
-            yield from lines
-    if rest:
-        raise ValueError("ClickHouse's stream ended inside a line")
 
 
 def fit_event(event: bytes) -> bytes:

@@ -66,10 +66,6 @@ JSON_SETTINGS = {
     "output_format_json_escape_forward_slashes": 0,
     "output_format_decimal_trailing_zeros": 0,
 }
-# The stream's format: the flag, a tab, the JSON line. TabSeparated streams with bounded memory on chDB
-# (TSVRaw and RawBLOB are buffered whole); its escaping of `\` and `'` is undone with one C call
-# (`codecs.escape_decode`), since the JSON holds no raw control character.
-STREAM_FORMAT = "TabSeparated"
 
 
 def insert_id(project_id: str, span_id: str) -> str:

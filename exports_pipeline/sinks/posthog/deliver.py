@@ -1,11 +1,13 @@
 """Deliver one window of one project to PostHog: stream the events ClickHouse renders, cut them into
 requests under the caps, send them with bounded concurrency; raise the classified fault or return counts.
 
-Python never looks at an ordinary event: each Arrow batch of the `line` column is one data buffer plus
-an offsets array, so a request is a slice of the buffer found with one `searchsorted` over the offsets
-(no per-row Python). Only lines long enough to possibly break PostHog's per-event cap are examined, and
-only those that do are parsed and cut (`mapping.cut_event`), each counted. Memory is bounded by one Arrow
-batch plus the requests in flight (`PostHogClient.sender`), whatever the window's size.
+Reading is the API sinks' shared path (`engine/lines.py`: TabSeparated blocks of whole lines, time
+sub-ranges for long windows), so ClickHouse's memory does not grow with the window. Python never looks at
+an ordinary event: a block's line ends are found with one numpy pass, and a request is a run of whole
+lines (`{...},\n`) sliced from the blocks, found with `searchsorted` (no per-row Python); the newlines stay
+in the body as JSON whitespace. Only lines long enough to possibly break PostHog's per-event cap are
+examined, and only those that do are parsed and cut (`mapping.cut_event`), each counted. Memory is bounded
+by one block, one request being filled and the requests in flight (`PostHogClient.sender`).
 
 No Dagster and no state writes here: the engine records the window, moves the cursor only when this
 returns (every batch accepted), and disables the integration on a `CustomerFault`. A re-run sends the
@@ -21,14 +23,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
+from exports_pipeline.engine.lines import line_blocks
 from exports_pipeline.resources.clickhouse import ClickHouseResource, query_tags
 from exports_pipeline.resources.posthog import MAX_EVENT_BYTES, MAX_REQUEST_BYTES, PostHogClient, Sent, event_cost
 from exports_pipeline.sinks.posthog import mapping
 from exports_pipeline.state.models import PostHogIntegration
+from exports_pipeline.windows import Window
 
-ROWS_PER_BATCH = 50_000
+_NEWLINE = ord("\n")
 
 
 @dataclass(frozen=True)
@@ -61,14 +64,13 @@ def deliver_window(
     integration: PostHogIntegration,
     *,
     project_id: str,
-    window: Any,
+    window: Window,
     run_id: str | None,
     historical: bool,
     log: logging.Logger | Any,
     langfuse_url: str | None = None,
     max_request_bytes: int = MAX_REQUEST_BYTES,
     max_event_bytes: int = MAX_EVENT_BYTES,
-    rows_per_batch: int = ROWS_PER_BATCH,
 ) -> Delivery:
     """Send every event of `[window.start, window.end)` of `project_id`; raises `CustomerFault` /
     `TransientFault` (after the client's retries) from the first batch that failed."""
@@ -86,22 +88,14 @@ def deliver_window(
     sent = Sent()
     log.info("PostHog: sending project %s window [%s, %s) to %s%s", project_id, _iso(window.start),
              _iso(window.end), client, " as historical_migration" if historical else "")
-    with client.sender(historical=historical, sent=sent) as sender, \
-            clickhouse.arrow_batches(sql, params, settings=mapping.SETTINGS, tags=tags,
-                                     rows_per_batch=rows_per_batch) as batches:
-        for batch in batches:
-            if batch.num_rows == 0:
-                continue
-            data, offsets, batch_cut = _lines(batch.column(0), max_event_bytes)
-            cut += batch_cut
-            events += len(offsets) - 1
-            start = 0
-            last = len(offsets) - 1
-            while start < last:
-                end = int(np.searchsorted(offsets, offsets[start] + budget, side="right")) - 1
-                end = max(end, start + 1)
-                sender.submit(data[offsets[start]:offsets[end] - 1])  # drop the last line's comma
-                start = end
+    with client.sender(historical=historical, sent=sent) as sender:
+        request = _Request(sender.submit, budget)
+        for block in line_blocks(clickhouse, sql, params, window=window, settings=mapping.SETTINGS, tags=tags):
+            block, ends, block_cut = _fit(block, max_event_bytes)
+            cut += block_cut
+            events += len(ends)
+            request.add(block, ends)
+        request.flush()
     seconds = time.monotonic() - started
     delivery = Delivery(events=events, requests=sent.requests, bytes=sent.bytes_gzip,
                         bytes_uncompressed=sent.bytes_raw, seconds=seconds, events_cut=cut,
@@ -112,25 +106,56 @@ def deliver_window(
     return delivery
 
 
-def _lines(column: Any, max_event_bytes: int) -> tuple[memoryview, np.ndarray, int]:
-    """The batch's lines as (data, offsets): line k is `data[offsets[k]:offsets[k+1]]`. Lines over the
-    per-event cap are cut (their count is returned); the buffer is rebuilt only for a batch that has one."""
-    _validity, offsets_buf, data_buf = column.buffers()[:3]
-    large = pa.types.is_large_binary(column.type) or pa.types.is_large_string(column.type)
-    offsets = np.frombuffer(offsets_buf, dtype=np.int64 if large else np.int32)
-    offsets = offsets[column.offset: column.offset + len(column) + 1]
-    data = memoryview(data_buf)
+class _Request:
+    """The request being filled: runs of whole lines from successive blocks, submitted when the next line
+    would take it over `budget` bytes (lines with their `,\n`; the last line's two are dropped on submit)."""
+
+    def __init__(self, submit: Any, budget: int) -> None:
+        self.submit, self.budget = submit, budget
+        self.parts: list[memoryview] = []
+        self.size = 0
+
+    def add(self, block: bytes, ends: np.ndarray) -> None:
+        """`ends[k]` is where line k of `block` ends (after its newline)."""
+        view = memoryview(block)
+        pos = first = 0
+        while first < len(ends):
+            fit = int(np.searchsorted(ends, pos + self.budget - self.size, side="right"))
+            if fit <= first:  # the next line does not fit: send what is waiting, or send it alone
+                if self.parts:
+                    self.flush()
+                    continue
+                fit = first + 1
+            end = int(ends[fit - 1])
+            self.parts.append(view[pos:end])
+            self.size += end - pos
+            pos, first = end, fit
+
+    def flush(self) -> None:
+        if self.parts:
+            self.parts[-1] = self.parts[-1][:-2]  # the last line's `,\n`
+            body = b"".join(self.parts)
+            self.parts, self.size = [], 0
+            self.submit(body)
+
+
+def _fit(block: bytes, max_event_bytes: int) -> tuple[bytes, np.ndarray, int]:
+    """The block, where each of its lines ends, and how many lines were cut to PostHog's per-event cap;
+    the block is rebuilt only when it has a line over the cap."""
+    ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == _NEWLINE) + 1
     # An event's cost is at most twice its length (every byte a `"` or `\`): shorter lines cannot be over.
-    suspects = np.nonzero(np.diff(offsets) > max_event_bytes // 2)[0]
-    over = [int(k) for k in suspects if event_cost(data[offsets[k]:offsets[k + 1] - 1]) > max_event_bytes]
+    lengths = np.diff(ends, prepend=0)
+    suspects = np.flatnonzero(lengths > max_event_bytes // 2)
+    over = [int(k) for k in suspects
+            if event_cost(memoryview(block)[ends[k] - lengths[k]:ends[k] - 2]) > max_event_bytes]
     if not over:
-        return data, offsets, 0
-    lines = [bytes(data[offsets[k]:offsets[k + 1]]) for k in range(len(offsets) - 1)]
+        return block, ends, 0
+    lines = block.split(b"\n")
+    lines.pop()
     for k in over:
         lines[k] = mapping.cut_event(lines[k][:-1], max_event_bytes, cost=event_cost) + b","
-    sizes = np.fromiter((len(line) for line in lines), dtype=np.int64, count=len(lines))
-    rebuilt = np.concatenate(([0], np.cumsum(sizes)))
-    return memoryview(b"".join(lines)), rebuilt, len(over)
+    rebuilt = b"\n".join(lines) + b"\n"
+    return rebuilt, np.flatnonzero(np.frombuffer(rebuilt, dtype=np.uint8) == _NEWLINE) + 1, len(over)
 
 
 def _iso(value: dt.datetime) -> str:

@@ -59,7 +59,6 @@ SETTINGS = {
     "output_format_json_quote_decimals": 0,
     "output_format_json_escape_forward_slashes": 0,
     "output_format_json_validate_utf8": 1,
-    "output_format_arrow_string_as_string": 0,
 }
 
 

@@ -251,9 +251,9 @@ def test_client_refuses_a_request_over_the_caps():
 def test_long_window_is_read_in_subranges_each_event_once(seeded, mixpanel_peer, monkeypatch):
     """A window with more stored rows than SUBRANGE_ROWS is read in time sub-ranges: still every event once,
     field by field, across both seeded days."""
-    from exports_pipeline.sinks.mixpanel import deliver
+    from exports_pipeline.engine import lines
 
-    monkeypatch.setattr(deliver, "SUBRANGE_ROWS", 400)
+    monkeypatch.setattr(lines, "SUBRANGE_ROWS", 400)
     two_days = Window(DAY_START, DAY_END + dt.timedelta(days=1))
     delivery = _deliver(seeded, mixpanel_peer, window=two_days)
     rows = source_rows(seeded, "proj-1", two_days.start, two_days.end)

@@ -188,6 +188,24 @@ def test_unresolvable_host_is_the_customers_and_refused_connection_transient(sou
                        run_id=None, historical=False, log=log)
 
 
+def test_long_window_in_subranges_small_blocks_and_requests_each_event_once(source, posthog_peer, monkeypatch):
+    """A window read in time sub-ranges, as 7-row ClickHouse blocks, sent as requests of at most 64 KiB (so
+    most requests join lines of several blocks): every event exactly once, field by field, under the caps."""
+    from exports_pipeline.engine import lines
+
+    monkeypatch.setattr(lines, "SUBRANGE_ROWS", 400)
+    monkeypatch.setattr(lines, "BLOCK_ROWS", 7)
+    project = _projects(source)[0]
+    two_days = Window(DAY_START, DAY_END + dt.timedelta(days=1))
+    delivery = _deliver(source, posthog_peer, project, window=two_days, max_request_bytes=64 * 1024)
+    expected = _expected(source, project, window=two_days)
+    assert posthog_peer.violations == [] and set(posthog_peer.uuid_counts.values()) == {1}
+    assert delivery.events == len(expected) == len(posthog_peer.events) and delivery.requests > 10
+    assert max(b.raw_bytes for b in posthog_peer.batches) <= 64 * 1024
+    for uid, event in posthog_peer.events.items():
+        _same(event, expected[uid], uid)
+
+
 def test_request_body_shape(source, posthog_peer):
     """No `sent_at`, the key in the body, gzip: checked on the raw bytes the client builds."""
     client = fast_client(posthog_peer.url)

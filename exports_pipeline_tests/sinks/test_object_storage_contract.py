@@ -52,4 +52,4 @@ def harness(seeded, tmp_path, s3_bucket, s3_client, fault_proxy):
 
 
 class TestObjectStorageContract(WindowedSinkContract):
-    """Every test of the windowed-sink contract, run against this sink\'s harness."""
+    """Every test of the windowed-sink contract, run against this sink's harness."""

@@ -41,4 +41,4 @@ def harness(seeded, tmp_path, mixpanel_peer):
 
 
 class TestMixpanelContract(WindowedSinkContract):
-    """Every test of the windowed-sink contract, run against this sink\'s harness."""
+    """Every test of the windowed-sink contract, run against this sink's harness."""

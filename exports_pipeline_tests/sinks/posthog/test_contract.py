@@ -49,4 +49,4 @@ def _ts(event: dict) -> str:
 
 
 class TestPostHogContract(WindowedSinkContract):
-    """Every test of the windowed-sink contract, run against this sink\'s harness."""
+    """Every test of the windowed-sink contract, run against this sink's harness."""

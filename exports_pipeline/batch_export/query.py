@@ -123,8 +123,8 @@ STREAM_SETTINGS: dict[str, Any] = {"max_block_size": 8192, "read_in_order_use_bu
 #: merge them in small blocks (`STREAM_SETTINGS`' 8,192 rows). Measured on chDB 26.9 (one seeded day,
 #: 423,897 rows, 200 inputs of 1.2 MB, 480 MB of CSV, ordered by name, `max_memory_usage` 1.3 GiB): no
 #: spill and a 256 MiB or 16 MiB spill threshold alone all fail with MEMORY_LIMIT_EXCEEDED in the sort
-#: (its merge holds one default-sized block per run); with these and 8,192-row blocks it completes (5-9 s, peak RSS 1,465-1,483 MiB vs 2,057 MiB
-#: unlimited), as does the startTime path under the same limit.
+#: (its merge holds one default-sized block per run); with these and 8,192-row blocks it completes
+#: (5-9 s, peak RSS 1,465-1,483 MiB vs 2,057 MiB unlimited), as does the startTime path under the same limit.
 FULL_SORT_SETTINGS: dict[str, Any] = {
     "max_bytes_before_external_sort": 64 << 20,
     "prefer_external_sort_block_bytes": 4 << 20,

@@ -88,7 +88,7 @@ def _native(fmt_name: str, window: str) -> dict:
     from bench.prepare import clickhouse
     from exports_pipeline.batch_export.query import BatchQuery, export_sql
     from exports_pipeline.events.queries import PARQUET_SETTINGS, TEXT_SETTINGS
-    from exports_pipeline.export.files import parquet_rows
+    from exports_pipeline.files import parquet_rows
     from exports_pipeline.formats import get_format
     from exports_pipeline.resources.clickhouse import query_tags
 

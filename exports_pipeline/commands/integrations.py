@@ -31,6 +31,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from exports_pipeline.commands import open_state, optional_box, require_project
+from exports_pipeline.formats import COMPRESSIONS
+from exports_pipeline.formats import FORMATS as FORMATS_BY_NAME
+from exports_pipeline.windows import FREQUENCIES
 
 if TYPE_CHECKING:
     from exports_pipeline.settings import Settings
@@ -38,9 +41,7 @@ if TYPE_CHECKING:
 
 SECRET_ENV = "EXPORTS_SECRET_ACCESS_KEY"
 SECRET_SOURCES = f"{SECRET_ENV} / --secret-access-key-stdin"
-FREQUENCIES = ("hourly", "daily", "weekly")
-FORMATS = ("csv", "json", "jsonl", "parquet")
-COMPRESSIONS = ("none", "gzip", "zstd")
+FORMATS = tuple(FORMATS_BY_NAME)
 MODES = {"full_history": "FULL_HISTORY", "from_today": "FROM_TODAY", "from_custom_date": "FROM_CUSTOM_DATE"}
 SSE_CHOICES = {"AES256": "AES256", "aws:kms": "aws:kms", "none": None}
 MASKED = "****"

@@ -13,17 +13,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from exports_pipeline.crypto import is_encrypted_format
+from exports_pipeline.formats import COMPRESSIONS, FORMATS
+from exports_pipeline.windows import FREQUENCIES
 
 ERROR_MAX_CHARS = 1000
 
 BLOB_TYPES = ("S3", "S3_COMPATIBLE", "LOCAL")
-FREQUENCIES = ("hourly", "daily", "weekly")
 EXPORT_MODES = ("FULL_HISTORY", "FROM_TODAY", "FROM_CUSTOM_DATE")
 EXPORT_SOURCES = ("EVENTS", "TRACES_OBSERVATIONS", "TRACES_OBSERVATIONS_EVENTS")
 FIELD_GROUPS = ("core", "basic", "time", "io", "metadata", "model", "usage", "prompt", "metrics", "tools",
                 "trace_context")
-FILE_TYPES = ("csv", "json", "jsonl", "parquet")
-COMPRESSIONS = ("none", "gzip", "zstd")
+FILE_TYPES = tuple(FORMATS)  # one home for formats, compressions and frequencies: formats.py, windows.py
 SSE_MODES = ("AES256", "aws:kms")
 MIXPANEL_REGIONS = ("api", "api-eu", "api-in")
 BATCH_STATUSES = ("QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED")

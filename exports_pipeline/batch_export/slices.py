@@ -21,7 +21,7 @@ from exports_pipeline.windows import Window, subrange_count
 
 #: Estimated output bytes per slice: the object-storage export's sub-range size (every slice is another
 #: FINAL pass, so slices are large; a day of the bench's data is about one).
-DEFAULT_SLICE_BYTES = 1 << 30
+DEFAULT_SLICE_BYTES = 256 << 20
 ROW_OVERHEAD_BYTES = 700  # rendered size of a row without input/output, for the size estimate
 
 

@@ -19,9 +19,12 @@ from exports_pipeline.events.queries import IO_LENGTH_COLUMNS
 from exports_pipeline.events.schema import read_export_schema
 from exports_pipeline.windows import Window, subrange_count
 
-#: Estimated output bytes per slice: the object-storage export's sub-range size (every slice is another
-#: FINAL pass, so slices are large; a day of the bench's data is about one).
-DEFAULT_SLICE_BYTES = 256 << 20
+#: Estimated output bytes per slice (the probe's estimate: 700 B a row plus input/output). Every slice is
+#: another FINAL pass over its range, so slices are large. `bench.batch_export --reps 1` (load 2.4-4.2),
+#: day (one slice) -> 4 days: 512 MiB: CSV 806 -> 840 MiB (+4.3%), JSONL 807 -> 875 (+8.5%), b/a 0.78 /
+#: 0.75; 256 MiB (the day in two slices, so its CSV is copied, not moved into place): +3.6% / +9.8%, CSV
+#: b/a 0.67. INTO OUTFILE of the one query grows +27% in the same runs.
+DEFAULT_SLICE_BYTES = 512 << 20
 ROW_OVERHEAD_BYTES = 700  # rendered size of a row without input/output, for the size estimate
 
 

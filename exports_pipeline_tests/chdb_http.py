@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import chdb
 
-from exports_pipeline.resources.clickhouse import _engine_lock
+from exports_pipeline.resources.clickhouse import embedded_engine
 
 _TRANSPORT = {
     "query", "database", "default_format", "session_id", "session_timeout", "session_check", "query_id",
@@ -120,7 +120,7 @@ def _make_handler(state: ShimState) -> type[BaseHTTPRequestHandler]:
                     sql += f" SETTINGS {clause}"
             headers = {"X-ClickHouse-Query-Id": qid, "X-ClickHouse-Format": fmt, "X-ClickHouse-Timezone": "UTC",
                        "X-ClickHouse-Server-Display-Name": "chdb-http-test", "Content-Type": "application/octet-stream"}
-            with _engine_lock(state.path):
+            with embedded_engine(state.path).turn():
                 conn = chdb.connect(state.path)
                 try:
                     if q.get("database"):

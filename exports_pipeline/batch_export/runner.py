@@ -28,7 +28,7 @@ from exports_pipeline.errors import ConfigError, ExportCancelled, ExportsError
 from exports_pipeline.events.queries import PARQUET_SETTINGS, TEXT_SETTINGS
 from exports_pipeline.files import ExportedFile, engine_parquet_files, engine_text_files
 from exports_pipeline.formats import file_extension, get_format
-from exports_pipeline.resources.clickhouse import ClickHouseResource, query_tags
+from exports_pipeline.resources.clickhouse import ClickHouseResource, in_one_session, query_tags
 from exports_pipeline.resources.object_store.base import ObjectStore
 from exports_pipeline.resources.object_store.resource import ObjectStoreResource
 from exports_pipeline.settings import BatchExportSettings
@@ -143,6 +143,7 @@ def _cancel_watch(state, export_id: str, poll: float) -> Iterator[threading.Even
         thread.join()
 
 
+@in_one_session
 def run_batch_export(export_id: str, *, clickhouse: ClickHouseResource, object_store: ObjectStoreResource,
                      state, settings: BatchExportSettings, run_id: str,
                      log: Callable[[str], None] = lambda _m: None, engine_settings: dict | None = None,

@@ -271,11 +271,13 @@ def build_late_rows_sensor(sink: WindowedSink, jobs: dict, assets: dict, *, part
         @decorate
         def _sensor(context: SensorEvaluationContext, clickhouse: ClickHouseResource, state: StateStore,
                     object_store: ObjectStoreResource):
-            return tick(context, clickhouse, state, {"object_store": object_store})
+            with clickhouse.session():
+                return tick(context, clickhouse, state, {"object_store": object_store})
     elif not sink.recorded_resource_keys:
         @decorate
         def _sensor(context: SensorEvaluationContext, clickhouse: ClickHouseResource, state: StateStore):
-            return tick(context, clickhouse, state, {})
+            with clickhouse.session():
+                return tick(context, clickhouse, state, {})
     else:
         raise ValueError(f"late-rows sensor: resources {sink.recorded_resource_keys} of {sink.name} are not wired")
 

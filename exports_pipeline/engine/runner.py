@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from exports_pipeline.engine.sink import Delivered, WindowedSink, WindowJob
 from exports_pipeline.errors import ConfigError, CustomerFault, DeploymentFault
+from exports_pipeline.resources.clickhouse import in_one_session
 from exports_pipeline.windows import Window
 
 
@@ -67,6 +68,7 @@ def span_to_deliver(sink: WindowedSink, state, cursor_name: str, project_id: str
     return Window(window.start, cut), True
 
 
+@in_one_session
 def run_window(
     sink: WindowedSink,
     *,

@@ -15,6 +15,7 @@ from exports_pipeline.resources.clickhouse import (
     ClickHouseDeploymentFault,
     ClickHouseError,
     ClickHouseResource,
+    embedded_engine,
     settings_clause,
 )
 
@@ -181,3 +182,58 @@ def test_two_processes_take_turns_on_one_embedded_directory(tmp_path):
     assert [p.returncode for p in procs] == [0, 0], outs
     counts = ClickHouseResource(url=f"chdb://{path}").query("SELECT who, count() FROM default.turns GROUP BY who ORDER BY who")
     assert counts == [("a", 6), ("b", 6)]
+
+
+def _threads() -> int:
+    return len(os.listdir(f"/proc/{os.getpid()}/task"))
+
+
+def test_a_session_starts_the_embedded_engine_once_so_its_threads_do_not_pile_up(tmp_path):
+    """Every start of chDB's engine leaves threads behind (Code 439 after 10,000): the queries of one
+    session, from any thread of the process, share one start, and the threads stay put."""
+    import threading
+
+    ch = ClickHouseResource(url=f"chdb://{tmp_path / 'sess-chdb'}")
+    ch.command("CREATE TABLE default.t (a UInt64) ENGINE = MergeTree ORDER BY a")
+    ch.command("INSERT INTO default.t SELECT number FROM numbers(1000)")
+    ch.query("SELECT sum(a) FROM default.t")  # the pools a read needs exist from here on
+    engine = embedded_engine(str(tmp_path / "sess-chdb"))
+    starts = []
+    original = engine._start
+    engine._start = lambda timeout: (starts.append(1), original(timeout))[1]
+    before = _threads()
+    with ch.session():
+        for _ in range(15):
+            assert ch.query("SELECT sum(a) FROM default.t") == [(499500,)]
+        other = threading.Thread(target=lambda: starts.append(ch.query("SELECT count() FROM default.t")))
+        other.start()
+        other.join(60)
+        with ch.stream("SELECT a FROM default.t ORDER BY a LIMIT 3", "CSV") as chunks:
+            assert b"".join(chunks) == b"0\n1\n2\n"
+    assert starts == [1, [(1000,)]], "one engine start for the whole session, another thread's query included"
+    assert _threads() - before <= 10, "about 5 threads per engine start: one start, not 17"
+    engine._start = original
+
+
+def test_a_session_gives_the_directory_back_when_it_ends(tmp_path):
+    """Between sessions another process gets its turn (the file lock goes with the engine)."""
+    path = str(tmp_path / "sess-turns")
+    ch = ClickHouseResource(url=f"chdb://{path}")
+    with ch.session():
+        ch.command("CREATE TABLE default.x (a UInt8) ENGINE = MergeTree ORDER BY a")
+        probe = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(f"""
+                from exports_pipeline.resources.clickhouse import ClickHouseResource
+                ch = ClickHouseResource(url="chdb://{path}", lock_timeout_seconds=2)
+                try:
+                    ch.query("SELECT 1")
+                    print("opened")
+                except Exception as exc:
+                    print("waited:", type(exc).__name__)
+            """)], capture_output=True, text=True, timeout=300)
+        assert "waited" in probe.stdout, probe.stdout + probe.stderr
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        from exports_pipeline.resources.clickhouse import ClickHouseResource
+        print(ClickHouseResource(url="chdb://{path}", lock_timeout_seconds=60).query("EXISTS TABLE default.x"))
+    """)], capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip() == "[(1,)]", out.stdout + out.stderr

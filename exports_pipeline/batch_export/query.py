@@ -273,9 +273,31 @@ def _order(q: BatchQuery) -> str:
     return f"{sql} {d} NULLS LAST, e.start_time {d}, {tiebreak}"
 
 
-def export_sql(table: str, q: BatchQuery, fmt: str,
-               sort_settings: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
-    """The export's SELECT (no FORMAT: the caller adds it and the rendering settings).
+@dataclass(frozen=True)
+class TimeSlice:
+    """`[start, end)` of start_time (None: open on that side) and the rows the file takes from it: one
+    bounded query of a startTime-ordered export (`batch_export/slices.py`)."""
+
+    start: dt.datetime | None
+    end: dt.datetime | None
+    rows: int
+
+
+def _slice_where(start: dt.datetime | None, end: dt.datetime | None) -> tuple[str, dict[str, Any]]:
+    parts, params = [], {}
+    if start is not None:
+        parts.append("e.start_time >= {slice_start:DateTime64(6, 'UTC')}")
+        params["slice_start"] = start
+    if end is not None:
+        parts.append("e.start_time < {slice_end:DateTime64(6, 'UTC')}")
+        params["slice_end"] = end
+    return "".join(f" AND {p}" for p in parts), params
+
+
+def export_sql(table: str, q: BatchQuery, fmt: str, sort_settings: dict[str, Any] | None = None,
+               time_slice: TimeSlice | None = None) -> tuple[str, dict[str, Any]]:
+    """The export's SELECT (no FORMAT: the caller adds it and the rendering settings); with `time_slice`,
+    only that slice's rows, limited to its `rows`.
 
     The sort settings sit in the SELECT's own SETTINGS clause, which wins over settings appended after
     it (measured on chDB 26.9), so a tuned threshold goes in `sort_settings`, not in the caller's."""
@@ -283,11 +305,36 @@ def export_sql(table: str, q: BatchQuery, fmt: str,
         raise ConfigError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}", field="format")
     select = ", ".join(rendered(_EXPRESSION[c][0], _EXPRESSION[c][1], fmt, c) for c in q.columns)
     where, params = _where(q)
+    limit = q.limit
+    if time_slice is not None:
+        swhere, sparams = _slice_where(time_slice.start, time_slice.end)
+        where, params, limit = where + swhere, {**params, **sparams}, time_slice.rows
     sql = (f"SELECT {select} FROM {qualified_table(table)} AS e FINAL WHERE {where} "
            f"ORDER BY {_order(q)} LIMIT {{limit:UInt64}}"
            + settings_clause({**SORT_SETTINGS, **STREAM_SETTINGS,
                               **(FULL_SORT_SETTINGS if q.order_by != "startTime" else {}), **(sort_settings or {})}))
-    return sql, {**params, "limit": q.limit}
+    return sql, {**params, "limit": limit}
+
+
+def slice_probe_sql(table: str, q: BatchQuery, io_columns: list[str]) -> tuple[str, dict[str, Any]]:
+    """Stored versions matching the request (no FINAL: cheap, and never narrower than the latest
+    versions'), their I/O text size from the length columns the table has, and their start_time span:
+    what sizes the slices."""
+    where, params = _where(q)
+    io = " + ".join(f"e.{c}" for c in io_columns) or "0"
+    return (f"SELECT count() AS rows, sum({io}) AS io_chars, min(e.start_time) AS earliest, "
+            f"max(e.start_time) AS latest FROM {qualified_table(table)} AS e WHERE {where}", params)
+
+
+def slice_counts_sql(table: str, q: BatchQuery, bounds: list[dt.datetime]) -> tuple[str, dict[str, Any]]:
+    """Matching rows (FINAL) per slice in one pass (`count_sql` split by the ascending inner `bounds`):
+    `slice` i holds start_time in [bounds[i-1], bounds[i]), the first and last slices open-ended."""
+    where, params = _where(q)
+    arms = "".join(f"e.start_time < {{b{i}:DateTime64(6, 'UTC')}}, {i}, " for i in range(len(bounds)))
+    slice_sql = f"multiIf({arms}{len(bounds)})" if bounds else "0"
+    params.update({f"b{i}": b for i, b in enumerate(bounds)})
+    return (f"SELECT {slice_sql} AS slice, count() AS rows FROM {qualified_table(table)} AS e FINAL "
+            f"WHERE {where} GROUP BY slice", params)
 
 
 def count_sql(table: str, q: BatchQuery) -> tuple[str, dict[str, Any]]:

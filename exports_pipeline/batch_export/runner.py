@@ -1,7 +1,8 @@
 """One batch export, from its row to a committed file, a link and a mail.
 
 Follow a request: claim the row (the same run may claim it again: a step retry carries on) -> count the
-matching rows (`count_sql`: how many matched, so a cut is recorded, never silent) -> record the object
+matching rows (`count_sql`: how many matched, so a cut is recorded, never silent; a startTime-ordered text
+export counts per time slice, each then its own bounded query: `slices.py`) -> record the object
 in `event_log` (before it exists, so a crash never leaves an object nobody knows about) -> ClickHouse
 writes the file (`export_sql`) while it is uploaded (`export.files`, the object-storage export's own
 writers: multipart, aborted on any failure, nothing under the key until it is whole) -> presigned link
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 
 from exports_pipeline.batch_export.query import BatchQuery, count_sql, export_sql
 from exports_pipeline.batch_export.request import stored_query
+from exports_pipeline.batch_export.slices import DEFAULT_SLICE_BYTES, SlicePlan, plan_slices
 from exports_pipeline.errors import ConfigError, ExportCancelled, ExportsError
 from exports_pipeline.events.queries import PARQUET_SETTINGS, TEXT_SETTINGS
 from exports_pipeline.files import ExportedFile, engine_parquet_files, engine_text_files
@@ -147,10 +149,12 @@ def _cancel_watch(state, export_id: str, poll: float) -> Iterator[threading.Even
 def run_batch_export(export_id: str, *, clickhouse: ClickHouseResource, object_store: ObjectStoreResource,
                      state, settings: BatchExportSettings, run_id: str,
                      log: Callable[[str], None] = lambda _m: None, engine_settings: dict | None = None,
-                     cancel_poll_seconds: float = CANCEL_POLL_SECONDS) -> BatchOutcome:
+                     cancel_poll_seconds: float = CANCEL_POLL_SECONDS,
+                     slice_bytes: int = DEFAULT_SLICE_BYTES) -> BatchOutcome:
     """Run `export_id` to COMPLETED or CANCELLED; any failure is raised (after cleaning up) for the caller
     to retry or record (`faults.diagnose`). `engine_settings` are extra ClickHouse settings for the
-    export query (operators' tuning; tests provoke faults with them)."""
+    export query (operators' tuning; tests provoke faults with them); `slice_bytes` sizes the time
+    slices of a startTime-ordered text export (`slices.py`)."""
     started = time.monotonic()
     export = state.claim_batch_export(export_id, run_id)
     if export is None:
@@ -167,8 +171,13 @@ def run_batch_export(export_id: str, *, clickhouse: ClickHouseResource, object_s
     query = stored_query(export)
     tags = query_tags(run=run_id, export=export.id, sink=SINK)
     table = clickhouse.events_table
-    sql, params = count_sql(table, query)
-    matched = int(clickhouse.query_dicts(sql, params, tags=tags)[0]["rows"])
+    # Parquet files do not concatenate, so one Parquet file is one query.
+    plan = plan_slices(clickhouse, query, tags, slice_bytes) if get_format(export.format.lower()).text else None
+    if plan is None:
+        sql, params = count_sql(table, query)
+        matched = int(clickhouse.query_dicts(sql, params, tags=tags)[0]["rows"])
+    else:
+        matched = plan.matched
     state.record_batch_export_progress(export.id, rows_matched=matched)
     expected_rows = min(matched, query.limit)
     log(f"batch export {export.id}: {matched:,} rows match; writing {expected_rows:,} as {export.format}")
@@ -181,7 +190,8 @@ def run_batch_export(export_id: str, *, clickhouse: ClickHouseResource, object_s
         state.upsert_event_log([entry])
         try:
             with _cancel_watch(state, export.id, cancel_poll_seconds) as stop:
-                written = _write(clickhouse, store, export, query, key, expected_rows, tags, stop, engine_settings)
+                written = _write(clickhouse, store, export, query, key, expected_rows, tags, stop, engine_settings,
+                                 plan)
         except BaseException as exc:
             with contextlib.suppress(Exception):  # the export's own error is the one to report
                 _forget(state, store, export, key)  # nothing was committed under the key; nor is its row
@@ -210,22 +220,28 @@ def run_batch_export(export_id: str, *, clickhouse: ClickHouseResource, object_s
 
 
 def _write(clickhouse, store, export: BatchExport, query: BatchQuery, key: str, expected_rows: int, tags: dict,
-           stop: threading.Event, engine_settings: dict | None) -> ExportedFile:
+           stop: threading.Event, engine_settings: dict | None, plan: SlicePlan | None = None) -> ExportedFile:
+    """ClickHouse writes the file: one query, or one per time slice of `plan` (two or more), each a part
+    of the same file in order."""
     fmt_name = export.format.lower()
     fmt = get_format(fmt_name)
     # Every setting, the query's tags too, in the SELECT's own SETTINGS clause: one clause, which a server
     # reached over HTTP accepts whatever its client appends (a second appended clause breaks some).
     settings = {**(TEXT_SETTINGS if fmt.text else PARQUET_SETTINGS), **(engine_settings or {}),
                 "log_comment": json.dumps(tags, sort_keys=True)}
-    sql, params = export_sql(clickhouse.events_table, query, fmt_name, sort_settings=settings)
+    slices = plan.slices if plan is not None and len(plan.slices) > 1 else [None]
+    queries = [export_sql(clickhouse.events_table, query, fmt_name, sort_settings=settings, time_slice=s)
+               for s in slices]
+    counts = [s.rows for s in slices] if slices[0] is not None else [expected_rows]
 
-    def write(_i: int, path: str, ch_format: str, compression: str | None) -> None:
+    def write(i: int, path: str, ch_format: str, compression: str | None) -> None:
+        sql, params = queries[i]
         clickhouse.export_to_file(sql, ch_format, path, params, compression=compression)
 
     expected = max(1, expected_rows * ROW_OVERHEAD_BYTES)  # sizes multipart parts; input/output add more
     if fmt.text:
         files = engine_text_files(store=store, fmt_name=fmt_name, compression=export.compression,
-                                  embedded=clickhouse.is_embedded, counts=[expected_rows], columns=query.columns,
+                                  embedded=clickhouse.is_embedded, counts=counts, columns=query.columns,
                                   write=write, key=lambda _n: key, expected=expected, stop=stop)
     else:
         files = engine_parquet_files(store=store, count=1, write=write, key=lambda _n: key, expected=expected,

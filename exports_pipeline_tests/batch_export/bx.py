@@ -134,7 +134,9 @@ def read_csv(data: bytes, columns: list[str]) -> list[dict]:
     """RFC 4180 via Arrow: an unquoted empty field is NULL, a quoted one the empty string."""
     header = [name.strip('"') for name in data.split(b"\r\n", 1)[0].decode().split(",")]
     assert header == columns, "the CSV header names every column, in order"
-    table = pacsv.read_csv(io.BytesIO(data), parse_options=pacsv.ParseOptions(newlines_in_values=True),
+    # one block for the whole file: a quoted value with newlines may not straddle Arrow's blocks
+    table = pacsv.read_csv(io.BytesIO(data), read_options=pacsv.ReadOptions(block_size=max(1 << 20, len(data))),
+                           parse_options=pacsv.ParseOptions(newlines_in_values=True),
                            convert_options=pacsv.ConvertOptions(
                                column_types={n: pa.string() for n in header}, strings_can_be_null=True,
                                quoted_strings_can_be_null=False, null_values=[""]))

@@ -34,6 +34,18 @@ CHDB_PATH = os.path.join(_SESSION_HOME, "chdb")
 os.makedirs(CHDB_PATH, exist_ok=True)
 
 
+def _engine_lingers() -> None:
+    """Tests query between runs, a few queries at a time: the engine stays open half a second after each
+    so these share one start (each start leaves threads behind: `EmbeddedEngine`); a subprocess on the
+    same directory waits that much longer."""
+    from exports_pipeline.resources.clickhouse import embedded_engine
+
+    embedded_engine(CHDB_PATH).linger_seconds = 0.5
+
+
+_engine_lingers()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -25,7 +25,14 @@ from dataclasses import dataclass, field
 
 from exports_pipeline.batch_export.query import BatchQuery, count_sql, export_sql
 from exports_pipeline.batch_export.request import stored_query
-from exports_pipeline.batch_export.slices import DEFAULT_SLICE_BYTES, SlicePlan, plan_slices
+from exports_pipeline.batch_export.slices import (
+    ARROW_SETTINGS,
+    DEFAULT_SLICE_BYTES,
+    PARQUET_ROW_GROUP_ROWS,
+    SlicePlan,
+    plan_slices,
+    write_parquet,
+)
 from exports_pipeline.errors import ConfigError, ExportCancelled, ExportsError
 from exports_pipeline.events.queries import PARQUET_SETTINGS, TEXT_SETTINGS
 from exports_pipeline.files import ExportedFile, engine_parquet_files, engine_text_files
@@ -171,8 +178,7 @@ def run_batch_export(export_id: str, *, clickhouse: ClickHouseResource, object_s
     query = stored_query(export)
     tags = query_tags(run=run_id, export=export.id, sink=SINK)
     table = clickhouse.events_table
-    # Parquet files do not concatenate, so one Parquet file is one query.
-    plan = plan_slices(clickhouse, query, tags, slice_bytes) if get_format(export.format.lower()).text else None
+    plan = plan_slices(clickhouse, query, tags, slice_bytes)
     if plan is None:
         sql, params = count_sql(table, query)
         matched = int(clickhouse.query_dicts(sql, params, tags=tags)[0]["rows"])
@@ -227,15 +233,25 @@ def _write(clickhouse, store, export: BatchExport, query: BatchQuery, key: str, 
     fmt = get_format(fmt_name)
     # Every setting, the query's tags too, in the SELECT's own SETTINGS clause: one clause, which a server
     # reached over HTTP accepts whatever its client appends (a second appended clause breaks some).
-    settings = {**(TEXT_SETTINGS if fmt.text else PARQUET_SETTINGS), **(engine_settings or {}),
-                "log_comment": json.dumps(tags, sort_keys=True)}
     slices = plan.slices if plan is not None and len(plan.slices) > 1 else [None]
+    sliced_parquet = not fmt.text and slices[0] is not None
+    base = TEXT_SETTINGS if fmt.text else ARROW_SETTINGS if sliced_parquet else PARQUET_SETTINGS
+    settings = {**base, **(engine_settings or {}), "log_comment": json.dumps(tags, sort_keys=True)}
     queries = [export_sql(clickhouse.events_table, query, fmt_name, sort_settings=settings, time_slice=s)
                for s in slices]
     counts = [s.rows for s in slices] if slices[0] is not None else [expected_rows]
 
     def write(i: int, path: str, ch_format: str, compression: str | None) -> None:
-        sql, params = queries[i]
+        if sliced_parquet:  # one Parquet file from the Arrow blocks of every slice, in order
+            if write_parquet(path, (clickhouse.arrow_batches(sql, params, rows_per_batch=PARQUET_ROW_GROUP_ROWS)
+                                    for sql, params in queries)):
+                return
+            # every slice came back empty (rows deleted since they were counted): ClickHouse writes the
+            # empty file, schema included
+            sql, params = export_sql(clickhouse.events_table, query, fmt_name, sort_settings={
+                **PARQUET_SETTINGS, **(engine_settings or {}), "log_comment": settings["log_comment"]})
+        else:
+            sql, params = queries[i]
         clickhouse.export_to_file(sql, ch_format, path, params, compression=compression)
 
     expected = max(1, expected_rows * ROW_OVERHEAD_BYTES)  # sizes multipart parts; input/output add more

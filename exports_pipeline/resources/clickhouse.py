@@ -8,6 +8,7 @@ turns on an inter-process file lock beside the data directory. Waiting beats fai
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import json
@@ -47,9 +48,14 @@ class EmbeddedEngine:
         self.path = path
         self._turn = threading.RLock()  # one operation at a time in this process (a stream holds it)
         self._file = FileLock(path.rstrip("/") + ".lock", thread_local=False, is_singleton=False)
+        self._counts = threading.Lock()  # guards the two counts, so the last one out closes the engine
         self._keeper: Any = None
-        self._keeps = 0
-        self._depth = 0
+        self._keeps = 0  # sessions keeping the engine open
+        self._depth = 0  # operations in progress (nested ones on the thread holding the turn)
+        #: Seconds the engine stays open after the last operation outside a session: other processes wait
+        #: that much longer for their turn. 0 in the pipeline; the test process, whose checks query
+        #: between runs, uses a little.
+        self.linger_seconds = 0.0
 
     @contextlib.contextmanager
     def turn(self, timeout: float = -1) -> Iterator[None]:
@@ -57,30 +63,54 @@ class EmbeddedEngine:
         if not self._turn.acquire(timeout=timeout):
             raise TimeoutError(f"the embedded engine at {self.path} stayed busy in this process")
         try:
-            if self._keeper is None:
-                self._start(timeout)
-            self._depth += 1
+            with self._counts:
+                self._depth += 1
             try:
+                if self._keeper is None:
+                    self._start(timeout)
                 yield
             finally:
-                self._depth -= 1
-                if not self._depth and not self._keeps:
+                with self._counts:
+                    self._depth -= 1
+                    idle = not self._depth and not self._keeps
+                if idle and self.linger_seconds > 0:
+                    timer = threading.Timer(self.linger_seconds, self._close_if_idle)
+                    timer.daemon = True
+                    timer.start()
+                elif idle:
                     self._stop()
         finally:
             self._turn.release()
 
     @contextlib.contextmanager
     def keep_open(self) -> Iterator[None]:
-        """Keep the engine (and the directory's file lock) between the operations inside."""
-        with self._turn:
+        """Keep the engine (and the directory's file lock) between the operations inside.
+
+        Leaving never waits for an operation still running in another thread (a cancelled export's
+        engine thread finishes on its own): that operation closes the engine when it ends."""
+        with self._counts:
             self._keeps += 1
         try:
             yield
         finally:
-            with self._turn:
+            with self._counts:
                 self._keeps -= 1
-                if not self._keeps and not self._depth:
-                    self._stop()
+            self._close_if_idle()
+
+    def _close_if_idle(self) -> None:
+        while True:
+            with self._counts:
+                if self._keeps or self._depth:
+                    return  # still kept, or an operation is running: it closes the engine at its end
+            if self._turn.acquire(timeout=0.05):  # only a holder about to let go can be in the way
+                try:
+                    with self._counts:
+                        idle = not self._keeps and not self._depth
+                    if idle:
+                        self._stop()
+                finally:
+                    self._turn.release()
+                return
 
     def _start(self, timeout: float) -> None:
         os.makedirs(self.path, exist_ok=True)
@@ -104,6 +134,15 @@ class EmbeddedEngine:
 
 _ENGINES: dict[str, EmbeddedEngine] = {}
 _ENGINES_GUARD = threading.Lock()
+
+
+@atexit.register
+def _close_lingering_engines() -> None:
+    """Close engines left open by a linger before the interpreter goes (chDB's own exit hook runs later,
+    when its thread pools are gone, and complains)."""
+    for engine in list(_ENGINES.values()):
+        engine.linger_seconds = 0
+        engine._close_if_idle()
 
 
 def embedded_engine(path: str) -> EmbeddedEngine:

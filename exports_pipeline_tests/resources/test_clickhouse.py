@@ -237,3 +237,45 @@ def test_a_session_gives_the_directory_back_when_it_ends(tmp_path):
         print(ClickHouseResource(url="chdb://{path}", lock_timeout_seconds=60).query("EXISTS TABLE default.x"))
     """)], capture_output=True, text=True, timeout=300)
     assert out.stdout.strip() == "[(1,)]", out.stdout + out.stderr
+
+
+def test_leaving_a_session_never_waits_for_a_query_another_thread_still_runs(tmp_path):
+    """A cancelled export returns while its engine thread finishes the query; that query then closes the
+    engine, so the directory is not held after everything ended."""
+    import threading
+    import time
+
+    path = str(tmp_path / "sess-cancel")
+    ch = ClickHouseResource(url=f"chdb://{path}")
+    engine = embedded_engine(path)
+    slow = threading.Thread(target=lambda: ch.query(
+        "SELECT count() FROM numbers(30) WHERE NOT ignore(sleepEachRow(0.1))"))
+    with ch.session():
+        slow.start()
+        time.sleep(0.5)
+        left = time.monotonic()
+    assert time.monotonic() - left < 1.0, "the session ended without waiting for the 3 s query"
+    assert slow.is_alive() and engine._keeper is not None
+    slow.join(60)
+    assert engine._keeper is None, "the query's end closed the engine"
+
+
+def test_a_lingering_engine_serves_the_next_query_and_then_closes(tmp_path):
+    import time
+
+    path = str(tmp_path / "linger")
+    ch = ClickHouseResource(url=f"chdb://{path}")
+    engine = embedded_engine(path)
+    engine.linger_seconds = 0.5
+    starts = []
+    original = engine._start
+    engine._start = lambda timeout: (starts.append(1), original(timeout))[1]
+    for _ in range(5):
+        ch.query("SELECT 1")
+    assert starts == [1]
+    deadline = time.monotonic() + 10
+    while engine._keeper is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert engine._keeper is None, "closed once idle for the linger"
+    ch.query("SELECT 1")
+    assert starts == [1, 1]

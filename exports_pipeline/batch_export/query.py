@@ -123,7 +123,7 @@ SORT_SETTINGS: dict[str, Any] = {"optimize_read_in_order": 1}
 #: (+25.8%), 1,148 -> 1,481 (+29%). So ~450 MiB less at every size and b/a 1.00 / 0.83 / 1.04 (was 0.91
 #: / 0.61 / 1.15), but the ~200 MiB that still grows does not follow the block size (1,024-8,192 rows
 #: leave the 4-day peak at ~900 MiB natively) nor the engine's tracked memory or mark cache (< 100 MB at
-#: the end of either run): it is outside what a query setting bounds; issue 8's 20% is not met by these.
+#: the end of either run): it is outside what a query setting bounds. Time slices (`slices.py`) bound it.
 STREAM_SETTINGS: dict[str, Any] = {"max_block_size": 8192, "read_in_order_use_buffering": 0}
 #: Any other order is a full sort, bounded by disk instead of memory: spill sorted runs beyond 64 MiB and
 #: merge them in small blocks (`STREAM_SETTINGS`' 8,192 rows). Measured on chDB 26.9 (one seeded day,

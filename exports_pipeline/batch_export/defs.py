@@ -57,6 +57,9 @@ class BatchExportConfig(dg.Config):
                             name=self.name or None, user_id=self.user_id, email=self.email or None)
 
 
+RUN_RETRIES_TAG = "dagster/max_retries"  # Dagster's run retries (dagster.yaml `run_retries`)
+
+
 def run_config(export_id: str) -> dict:
     return {"ops": {OP: {"config": {"export_id": export_id}}}}
 
@@ -85,7 +88,9 @@ def build_batch_export_defs(settings: BatchExportSettings, *, retry_seconds: flo
             _fail(context, exc, export_id, clickhouse, state, mailer, settings, retry_seconds)
         return _finish(context, outcome, state, mailer)
 
-    @dg.job(name=JOB, tags={SINK_TAG_KEY: SINK},
+    # Not run again when its process dies (dagster.yaml retries those runs): the request's row belongs to
+    # the dead run, and the sensor settles it FAILED, naming that run, for the person to request it again.
+    @dg.job(name=JOB, tags={SINK_TAG_KEY: SINK, RUN_RETRIES_TAG: "0"},
             description="A filtered one-off export of a project's events to one downloadable file "
             "(launch with an export_id, or fill in the request).")
     def job():

@@ -15,35 +15,42 @@ the mutation the UI sends: one from the asset page (an asset selection), one fro
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from exports_pipeline.state.models import BlobIntegration
 from exports_pipeline.state.store import StateStore
 from exports_pipeline_tests.conftest import free_port
+from exports_pipeline_tests.defs.daemon_harness import (
+    ADD_PARTITION,
+    BACKFILL,
+    BIN,
+    LAUNCH_BACKFILL,
+    LAUNCH_RUN,
+    REPOSITORY,
+    ROOT,
+    RUN_TERMINAL,
+    RUNS,
+    LOCATION,
+    DagsterProcesses,
+    GraphQL,
+    run_logs,
+    stop_instigators,
+    wait_for_location,
+)
 from exports_pipeline_tests.defs.harness import over_http
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-LOCATION = "exports_pipeline"  # workspace.yaml
-REPOSITORY = "__repository__"  # a Definitions object's repository
 ASSET = "blob_storage_export_daily"
 ASSET_ROUTE = ("2026-11-02|proj-1", "2026-11-03|proj-1")  # backfilled from the asset page
 JOB_ROUTE = ("2026-11-02|proj-2",)  # backfilled from the job's partitions page
 AD_HOC = "2026-11-03|proj-2"  # one partition launched by hand from the asset page
 BACKFILL_TIMEOUT_SECONDS = 240
-RUN_TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
 TERMINAL = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
 
 
@@ -56,153 +63,6 @@ def window_dir(out: Path, partition_key: str) -> Path:
     start, end = window_of(partition_key)
     project = partition_key.split("|")[1]
     return out / project / "events" / "daily" / f"{start:%Y-%m-%dT%H-%M-%SZ}_{end:%Y-%m-%dT%H-%M-%SZ}"
-
-
-# ------------------------------------------------------------------------------------ processes, GraphQL
-
-
-class DagsterProcesses:
-    """Each process in its own session, so its whole tree (code servers, run workers) is one group."""
-
-    def __init__(self, env: dict[str, str], log_dir: Path):
-        self.env, self.log_dir = env, log_dir
-        self.started: list[tuple[str, subprocess.Popen, Path]] = []
-
-    def start(self, name: str, *argv: str) -> None:
-        log = self.log_dir / f"{name}.log"
-        with open(log, "wb") as fh:
-            proc = subprocess.Popen([str(BIN / argv[0]), *argv[1:]], cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL,
-                                    stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-        self.started.append((name, proc, log))
-
-    def check_alive(self) -> None:
-        for name, proc, log in self.started:
-            if proc.poll() is not None:
-                raise AssertionError(f"{name} exited with code {proc.returncode}:\n{tail(log)}")
-
-    def stop(self) -> None:
-        """SIGTERM every group (daemon first, so it launches nothing more), then SIGKILL what is left."""
-        for _name, proc, _log in reversed(self.started):
-            _signal_group(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        for _name, proc, _log in self.started:
-            with contextlib.suppress(subprocess.TimeoutExpired):  # the SIGKILL below ends it
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        for _name, proc, _log in self.started:  # stragglers of the group, even when its leader exited
-            _signal_group(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-    def logs(self) -> str:
-        return "\n".join(f"===== {name} (exit {proc.poll()}) =====\n{tail(log)}" for name, proc, log in self.started)
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):  # the group is gone already
-        os.killpg(pgid, sig)
-
-
-def tail(path: Path, chars: int = 15000) -> str:
-    text = path.read_text(errors="replace") if path.exists() else "(no log)"
-    return text[-chars:]
-
-
-class GraphQL:
-    def __init__(self, port: int):
-        self.url = f"http://127.0.0.1:{port}/graphql"
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
-
-    def __call__(self, query: str, **variables) -> dict:
-        request = urllib.request.Request(self.url, data=json.dumps({"query": query, "variables": variables}).encode(),
-                                         headers={"Content-Type": "application/json"})
-        with self._opener.open(request, timeout=60) as response:
-            body = json.load(response)
-        assert not body.get("errors"), f"GraphQL errors: {body['errors']}"
-        return body["data"]
-
-
-WORKSPACE = """{ workspaceOrError { __typename
-  ... on Workspace { locationEntries { name loadStatus locationOrLoadError { __typename ... on PythonError { message stack } } } }
-  ... on PythonError { message } } }"""
-
-SENSOR = """query ($selector: SensorSelector!) { sensorOrError(sensorSelector: $selector) { __typename
-  ... on Sensor { id sensorState { status } } ... on Error { message } } }"""
-STOP_SENSOR = """mutation ($id: String) { stopSensor(id: $id) { __typename
-  ... on StopSensorMutationResult { instigationState { status } } ... on Error { message } } }"""
-
-SCHEDULE = """query ($selector: ScheduleSelector!) { scheduleOrError(scheduleSelector: $selector) { __typename
-  ... on Schedule { id scheduleState { status } } ... on Error { message } } }"""
-STOP_SCHEDULE = """mutation ($id: String) { stopRunningSchedule(id: $id) { __typename
-  ... on ScheduleStateResult { scheduleState { status } } ... on Error { message } } }"""
-
-ADD_PARTITION = """mutation ($repo: RepositorySelector!, $name: String!, $key: String!) {
-  addDynamicPartition(repositorySelector: $repo, partitionsDefName: $name, partitionKey: $key) { __typename
-    ... on AddDynamicPartitionSuccess { partitionKey } ... on Error { message } } }"""
-
-# What the UI's "Materialize" -> partitions dialog sends for an asset selection.
-LAUNCH_BACKFILL = """mutation ($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
-  __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message stack } ... on Error { message } } }"""
-
-# What the asset page sends for one partition: a run of the asset selection tagged with the partition key.
-LAUNCH_RUN = """mutation ($params: ExecutionParams!) { launchPipelineExecution(executionParams: $params) {
-  __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message stack } ... on Error { message } } }"""
-
-BACKFILL = """query ($id: String!) { partitionBackfillOrError(backfillId: $id) { __typename
-  ... on PartitionBackfill { id status partitionNames numPartitions error { message stack } }
-  ... on Error { message } } }"""
-
-RUNS = """{ runsOrError { __typename ... on Runs { results {
-  runId status jobName startTime endTime tags { key value } } } ... on Error { message } } }"""
-
-RUN_LOGS = """query ($runId: ID!) { logsForRun(runId: $runId) { __typename ... on EventConnection { events {
-  __typename ... on MessageEvent { message stepKey }
-  ... on ExecutionStepFailureEvent { error { message stack } } ... on RunFailureEvent { error { message stack } } } }
-  ... on Error { message } } }"""
-
-
-def wait_for_location(gql: GraphQL, procs: DagsterProcesses, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        procs.check_alive()
-        try:
-            data = gql(WORKSPACE)["workspaceOrError"]
-        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-            last = exc
-            time.sleep(0.5)
-            continue
-        entries = {e["name"]: e for e in data.get("locationEntries", [])}
-        entry = entries.get(LOCATION)
-        if entry and entry["loadStatus"] == "LOADED":
-            loaded = entry["locationOrLoadError"]
-            assert loaded and loaded["__typename"] == "RepositoryLocation", f"code location failed to load: {loaded}"
-            return
-        last = data
-        time.sleep(0.5)
-    raise AssertionError(f"the webserver did not serve location {LOCATION} within {timeout} s (last: {last})")
-
-
-def stop_instigators(gql: GraphQL) -> None:
-    repo = {"repositoryName": REPOSITORY, "repositoryLocationName": LOCATION}
-    for name in ("blob_storage_integrations_sensor", "blob_storage_late_rows_sensor"):
-        sensor = gql(SENSOR, selector={**repo, "sensorName": name})["sensorOrError"]
-        assert sensor["__typename"] == "Sensor", sensor
-        stopped = gql(STOP_SENSOR, id=sensor["id"])["stopSensor"]
-        assert stopped["instigationState"]["status"] == "STOPPED", stopped
-    schedule = gql(SCHEDULE, selector={**repo, "scheduleName": f"{ASSET}_schedule"})["scheduleOrError"]
-    assert schedule["__typename"] == "Schedule", schedule
-    stopped = gql(STOP_SCHEDULE, id=schedule["id"])["stopRunningSchedule"]
-    assert stopped["scheduleState"]["status"] == "STOPPED", stopped
-
-
-def run_logs(gql: GraphQL, run_id: str) -> str:
-    data = gql(RUN_LOGS, runId=run_id)["logsForRun"]
-    lines = []
-    for event in data.get("events", []):
-        if event.get("error"):
-            lines.append(f"{event['__typename']}: {event['error']['message']}\n{''.join(event['error']['stack'])}")
-        elif event.get("message"):
-            lines.append(f"{event['__typename']} [{event.get('stepKey') or '-'}] {event['message']}")
-    return "\n".join(lines)[-15000:]
 
 
 # -------------------------------------------------------------------------------------------------- test
@@ -261,7 +121,7 @@ def run_backfills(procs: DagsterProcesses, launches: dict, repo: dict) -> tuple[
     try:
         procs.start("webserver", "dagster-webserver", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port))
         wait_for_location(gql, procs)
-        stop_instigators(gql)
+        stop_instigators(gql, (f"{ASSET}_schedule",))
         for project in ("proj-1", "proj-2"):
             added = gql(ADD_PARTITION, repo=repo, name="blob_storage_projects_daily", key=project)["addDynamicPartition"]
             assert added == {"__typename": "AddDynamicPartitionSuccess", "partitionKey": project}, added

@@ -26,6 +26,10 @@ from exports_pipeline.windows import Window
 RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL,
                               jitter=dg.Jitter.PLUS_MINUS)
 SINK_TAG_KEY = "exports/sink"
+#: What failed a window's run, as the engine sorts it: `transient`, `deployment` or `customer`. A run whose
+#: step retries a transient fault to the end is requested again by the late-rows sensor (`late_rows.py`).
+FAULT_TAG = "exports/fault"
+SKIPPED_TAG = "exports/skipped"  # a run that delivered nothing, and why (integration disabled, not settled...)
 
 
 def sink_tags(sink: WindowedSink) -> dict[str, str]:
@@ -64,15 +68,20 @@ def build_window_asset(sink: WindowedSink, frequency: str, partitions_start: str
                                  partition_key=str(context.partition_key), run_id=context.run_id,
                                  settle=settle, log=context.log.info)
         except DeploymentFault as exc:
+            context.instance.add_run_tags(context.run_id, {FAULT_TAG: "deployment"})
             raise dg.Failure(description=f"{type(exc).__name__}: {exc} (fix {exc.setting or 'the deployment'} "
                              f"of this deployment, then re-run; the integration of {project_id} stays enabled)",
                              metadata={"setting": exc.setting or ""}, allow_retries=False) from None
         except (CustomerFault, ConfigError) as exc:
+            context.instance.add_run_tags(context.run_id, {FAULT_TAG: "customer"})
             raise dg.Failure(description=f"{type(exc).__name__}: {exc} (the integration was disabled; fix it and "
                              "run `exports-pipeline integrations enable`)", allow_retries=False) from None
+        except Exception:  # transient by the engine's sorting: RETRY_POLICY retries the step
+            context.instance.add_run_tags(context.run_id, {FAULT_TAG: "transient"})
+            raise
         if not outcome.exported:
             # Nothing was delivered: the partition must not show as materialized, and the run says why.
-            context.instance.add_run_tags(context.run_id, {"exports/skipped": outcome.reason[:250]})
+            context.instance.add_run_tags(context.run_id, {SKIPPED_TAG: outcome.reason[:250]})
             raise dg.Failure(description=f"nothing exported for {context.partition_key}: {outcome.reason}",
                              metadata={"skipped": outcome.reason}, allow_retries=False)
         delivered = outcome.delivered

@@ -24,6 +24,13 @@ One tick, for each ENABLED integration of the sink, of every frequency:
    and deletions (count down), including a window whose rows were all deleted (count 0; the re-run
    writes a manifest with zero files and deletes the old ones).
 
+5. A window of step 1 whose newest run (of its job or an asset-page selection) FAILED on a transient fault
+   (`exports/fault=transient`: the step's retries, about 2 minutes, were spent during a longer outage) is
+   requested again, once per failed run (run key `retry:<frequency>:<partition key>:<failed run id>`), with
+   or without a manifest: the schedule has moved on, and nothing else would. Not a run that Dagster runs
+   again itself (`dagster/will_retry`), that delivered nothing and said why (`exports/skipped`), or that
+   failed on the customer's fault (the integration is disabled) or the deployment's (it fails until fixed).
+
 Requests: oldest window first, at most `MAX_LATE_REQUESTS_PER_TICK` per tick, on the frequency's export
 job, tagged like the other runs (`exports/sink`, `exports/project`, `exports/reason=late_rows`), with the
 run key `late:<frequency>:<partition key>:<rows>:<max_event_ts>`. The run key names the observed source
@@ -54,6 +61,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 from dagster import SensorEvaluationContext
 
+from exports_pipeline.engine.assets import FAULT_TAG, SINK_TAG_KEY, SKIPPED_TAG
 from exports_pipeline.engine.partitions import partition_key, project_of_key, project_partitions
 from exports_pipeline.engine.sink import EMPTY, WindowedSink, WindowState
 from exports_pipeline.errors import ExportsError
@@ -67,6 +75,7 @@ MAX_LATE_REQUESTS_PER_TICK = 24
 IN_FLIGHT_STATUSES = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
                       dg.DagsterRunStatus.STARTED]
 PARTITION_TAG = "dagster/partition"
+WILL_RETRY_TAG = "dagster/will_retry"  # Dagster runs this failed run again itself (dagster.yaml run_retries)
 
 
 @dataclass(frozen=True)
@@ -84,6 +93,31 @@ class ChangedWindow:
     def run_key(self) -> str:
         return (f"late:{self.frequency}:{self.partition_key}:{self.source.rows}:"
                 f"{self.source.max_event_ts or 'none'}")
+
+    def tags(self) -> dict[str, str]:
+        return {"exports/reason": "late_rows",
+                "exports/late_rows": (f"source {self.source.rows} rows, max event_ts {self.source.max_event_ts}; "
+                                      f"manifest {self.manifest.rows} rows, max event_ts {self.manifest.max_event_ts}")}
+
+
+@dataclass(frozen=True)
+class FailedWindow:
+    """A window whose newest run failed on a transient fault after its step retries were spent (an outage
+    longer than they span): requested again once per failed run, so an outage never leaves a window
+    unexported for good."""
+
+    frequency: str
+    project_id: str
+    window: Window
+    partition_key: str
+    failed_run_id: str
+
+    @property
+    def run_key(self) -> str:
+        return f"retry:{self.frequency}:{self.partition_key}:{self.failed_run_id}"
+
+    def tags(self) -> dict[str, str]:
+        return {"exports/reason": "retry", "exports/retry_of": self.failed_run_id}
 
 
 # ----------------------------------------------------------------------------------------- windows
@@ -119,10 +153,10 @@ def source_window_states(clickhouse: ClickHouseResource, project_id: str, freque
 # ------------------------------------------------------------------------------------------ planning
 
 
-def plan_late_requests(changed: list[ChangedWindow], *, requested: dict, in_flight: set[tuple[str, str]],
-                       unchecked: set[tuple[str, str]], limit: int, job_names: dict[str, str],
-                       run_tags: dict[str, str]) -> tuple[list[dg.RunRequest], dict]:
-    """Run requests for changed windows, oldest first, at most `limit`.
+def plan_late_requests(changed: list[ChangedWindow | FailedWindow], *, requested: dict,
+                       in_flight: set[tuple[str, str]], unchecked: set[tuple[str, str]], limit: int,
+                       job_names: dict[str, str], run_tags: dict[str, str]) -> tuple[list[dg.RunRequest], dict]:
+    """Run requests for changed (or failed) windows, oldest first, at most `limit`, one per window.
 
     `requested` (the cursor: frequency -> partition key -> run key) holds what earlier ticks requested;
     a window whose current run key is there is not requested again. The new cursor keeps the entries of
@@ -136,7 +170,11 @@ def plan_late_requests(changed: list[ChangedWindow], *, requested: dict, in_flig
                 new.setdefault(frequency, {})[key] = run_key
     requests: list[dg.RunRequest] = []
     order = {f: i for i, f in enumerate(FREQUENCIES)}
+    planned: set[tuple[str, str]] = set()  # a window both changed and failed is one request
     for c in sorted(changed, key=lambda c: (c.window.start, order[c.frequency], c.project_id)):
+        if (c.frequency, c.partition_key) in planned:
+            continue
+        planned.add((c.frequency, c.partition_key))
         if requested.get(c.frequency, {}).get(c.partition_key) == c.run_key:
             new.setdefault(c.frequency, {})[c.partition_key] = c.run_key
             continue
@@ -144,12 +182,43 @@ def plan_late_requests(changed: list[ChangedWindow], *, requested: dict, in_flig
             continue
         requests.append(dg.RunRequest(
             run_key=c.run_key, partition_key=c.partition_key, job_name=job_names[c.frequency],
-            tags={**run_tags, "exports/reason": "late_rows", "exports/project": c.project_id,
-                  "exports/late_rows": (f"source {c.source.rows} rows, max event_ts {c.source.max_event_ts}; "
-                                        f"manifest {c.manifest.rows} rows, max event_ts {c.manifest.max_event_ts}")},
+            tags={**run_tags, "exports/project": c.project_id, **c.tags()},
         ))
         new.setdefault(c.frequency, {})[c.partition_key] = c.run_key
     return requests, new
+
+
+def newest_runs(instance: dg.DagsterInstance, sink: WindowedSink, assets: dict, job_names: dict[str, str],
+                since: dt.datetime) -> dict[tuple[str, str], dg.DagsterRun]:
+    """The newest run created since `since` of each (frequency, partition key) of the sink, whoever
+    launched it: runs of the frequency's job, and of an asset selection holding its asset (the asset page;
+    `ExportsRunCoordinator` gives those the sink tag)."""
+    newest: dict[tuple[str, str], dg.DagsterRun] = {}
+    for run in instance.get_runs(filters=dg.RunsFilter(tags={SINK_TAG_KEY: sink.name}, created_after=since)):
+        key = run.tags.get(PARTITION_TAG)
+        if not key:
+            continue
+        for frequency, job_name in job_names.items():
+            if run.job_name == job_name or (run.asset_selection and assets[frequency].key in run.asset_selection):
+                newest.setdefault((frequency, key), run)  # get_runs lists the newest first
+                break
+    return newest
+
+
+def failed_windows(newest: dict[tuple[str, str], dg.DagsterRun],
+                   eligible: dict[tuple[str, str], tuple[str, Window]]) -> list[FailedWindow]:
+    """The `eligible` windows (recent, settled, of an enabled integration) whose newest run failed on a
+    transient fault and that Dagster does not run again itself. A customer's fault disabled the integration,
+    the deployment's fails again until it is fixed, and a run that delivered nothing said why: none of
+    those is requested again here."""
+    out = []
+    for (frequency, key), run in newest.items():
+        if ((frequency, key) in eligible and run.status == dg.DagsterRunStatus.FAILURE
+                and run.tags.get(FAULT_TAG) == "transient" and SKIPPED_TAG not in run.tags
+                and run.tags.get(WILL_RETRY_TAG) != "true"):
+            project, window = eligible[(frequency, key)]
+            out.append(FailedWindow(frequency, project, window, key, run.run_id))
+    return out
 
 
 # -------------------------------------------------------------------------------------------- sensor
@@ -159,7 +228,9 @@ def plan_late_requests(changed: list[ChangedWindow], *, requested: dict, in_flig
 class _Scan:
     """What one tick found: changed windows, (frequency, project) pairs it could not check, counters."""
 
-    changed: list[ChangedWindow] = field(default_factory=list)
+    changed: list[ChangedWindow | FailedWindow] = field(default_factory=list)
+    #: (frequency, partition key) -> (project, window) of every window this tick looked at
+    eligible: dict[tuple[str, str], tuple[str, Window]] = field(default_factory=dict)
     unchecked: set[tuple[str, str]] = field(default_factory=set)
     windows_compared: int = 0
     queries: int = 0
@@ -178,6 +249,8 @@ def scan_integration(*, sink: WindowedSink, integration, frequency: str, clickho
                                  partitions_start=partitions_start, exports_from=exports_from)
         if not windows:
             return
+        for w in windows:
+            scan.eligible[(frequency, str(partition_key(time_fmt, w.start, project)))] = (project, w)
         recorded = sink.recorded_states(state=state, resources=resources, integration=integration,
                                         frequency=frequency, windows=windows, log=log)
     except ExportsError as exc:  # messages of these never carry secrets
@@ -245,13 +318,18 @@ def build_late_rows_sensor(sink: WindowedSink, jobs: dict, assets: dict, *, part
             runs = context.instance.get_runs(filters=dg.RunsFilter(job_name=job_names[frequency],
                                                                    statuses=IN_FLIGHT_STATUSES))
             in_flight |= {(frequency, r.tags[PARTITION_TAG]) for r in runs if PARTITION_TAG in r.tags}
+        newest = newest_runs(context.instance, sink, assets, job_names, since=now - lookback)
+        in_flight |= {k for k, r in newest.items() if r.status in IN_FLIGHT_STATUSES}  # asset-page runs too
+        scan.changed.extend(failed_windows(newest, scan.eligible))
         if scan.query_errors and len(scan.query_errors) == scan.queries:
             raise scan.query_errors[0]  # ClickHouse answered no project: fail the tick, visibly
         requests, cursor = plan_late_requests(scan.changed, requested=requested, in_flight=in_flight,
                                               unchecked=scan.unchecked, limit=MAX_LATE_REQUESTS_PER_TICK,
                                               job_names=job_names, run_tags=sink_tags(sink))
+        failed = sum(isinstance(c, FailedWindow) for c in scan.changed)
         context.log.info(f"late rows: compared {scan.windows_compared} window(s) with what was delivered, "
-                         f"{len(scan.changed)} changed, {len(requests)} requested")
+                         f"{len(scan.changed) - failed} changed, {failed} failed on a transient fault, "
+                         f"{len(requests)} requested")
         return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))
 
     decorate = dg.sensor(

@@ -68,6 +68,11 @@ def events(result, kind: str) -> list:
     return [e for e in result.all_events if e.event_type_value == kind]
 
 
+def fault_of(env, result) -> str | None:
+    """The fault class the run recorded in its tags (`exports/fault`)."""
+    return env["instance"].get_run_by_id(result.run_id).tags.get(blob_storage.FAULT_TAG)
+
+
 def failure_text(result) -> str:
     (failure,) = events(result, "STEP_FAILURE")
     data = failure.step_failure_data
@@ -111,7 +116,7 @@ def test_s3_gone_for_30_seconds_mid_upload_is_survived_and_the_integration_stays
 
 def test_connection_refused_is_retried_and_never_disables(env, quick_step_retries):
     """Nothing listens on the port for the whole run: every attempt fails, and the step is retried; the
-    integration stays enabled (the next scheduled run will try again)."""
+    integration stays enabled (the late-rows sensor requests the window again)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))  # bound, never listening: refused
         add_s3(env, f"http://127.0.0.1:{sock.getsockname()[1]}")
@@ -120,6 +125,7 @@ def test_connection_refused_is_retried_and_never_disables(env, quick_step_retrie
     assert len(events(result, "STEP_UP_FOR_RETRY")) == blob_storage.RETRY_POLICY.max_retries
     stored = env["state"].get_blob_integration("proj-1")
     assert stored.enabled and stored.last_error.startswith("TransientFault: ")  # told, not blamed
+    assert fault_of(env, result) == "transient"  # what the late-rows sensor requests again
     assert "EndpointConnectionError" in stored.last_error
 
 
@@ -132,6 +138,7 @@ def test_host_name_that_does_not_resolve_disables_at_once(env, quick_step_retrie
     assert not result.success and events(result, "STEP_UP_FOR_RETRY") == []
     stored = env["state"].get_blob_integration("proj-1")
     assert stored.enabled is False and "does not resolve" in stored.last_error
+    assert fault_of(env, result) == "customer"
 
 
 @pytest.mark.parametrize("status, code", [(404, "NoSuchBucket"), (403, "InvalidAccessKeyId"),
@@ -169,6 +176,7 @@ def assert_deployment_fault(env, result, setting: str, *secrets: str) -> str:
     assert stored.enabled and stored.last_error is None
     cursor = env["state"].get_cursor(blob_cursor_sink("daily"), "proj-1")
     assert setting in cursor.last_error
+    assert fault_of(env, result) == "deployment"
     return text
 
 

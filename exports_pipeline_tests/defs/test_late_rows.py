@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import socket
 import uuid
 
 import dagster as dg
 import pytest
 
+from exports_pipeline.engine.assets import FAULT_TAG, SKIPPED_TAG
 from exports_pipeline.engine.late_rows import (
+    WILL_RETRY_TAG,
     ChangedWindow,
     plan_late_requests,
     recent_windows,
@@ -57,7 +60,8 @@ def events(seeded, chdb_path):
 
 
 @pytest.fixture
-def env(events, tmp_path):
+def env(events, tmp_path, monkeypatch):
+    harness.shorten_step_retries(monkeypatch, 0.05)  # before the defs are built: failing runs end quickly
     clock = {"now": NOW}
     with export_env(events, tmp_path, late_rows_lookback_hours=72, clock=lambda: clock["now"]) as env:
         env.update(clock=clock, events=events)
@@ -287,6 +291,93 @@ def test_a_partition_with_a_run_in_flight_is_left_alone_until_it_ends(env):
     assert tick(env).run_requests == []
     env["instance"].report_run_canceled(in_flight)
     assert keys(tick(env)) == [f"{DAY1}|proj-1"]
+
+
+def run_failing(env, key, frequency="daily"):
+    job = env["defs"].get_job_def(f"blob_storage_export_{frequency}_job")
+    result = job.execute_in_process(partition_key=key, instance=env["instance"], raise_on_error=False)
+    assert not result.success
+    return env["instance"].get_run_by_id(result.run_id)
+
+
+def add_refusing_s3(env, monkeypatch, project="proj-1", frequency="daily", port=1):
+    """An S3 integration whose endpoint refuses connections (credentials from the default chain)."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    env["state"].upsert_blob_integration(BlobIntegration(
+        project_id=project, type="S3_COMPATIBLE", bucket_name="some-bucket", endpoint=f"http://127.0.0.1:{port}",
+        force_path_style=True, export_frequency=frequency, file_types=("jsonl",)))
+    env["instance"].add_dynamic_partitions(f"blob_storage_projects_{frequency}", [project])
+
+
+def test_a_window_whose_run_failed_on_a_transient_fault_is_requested_again_once_per_failed_run(env, monkeypatch):
+    """An outage longer than the step's retries fails the window's run; the schedule has moved on. The
+    sensor requests the window again (it has no manifest), once per failed run, until a run delivers it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))  # bound, never listening: every connection refused
+        add_refusing_s3(env, monkeypatch, port=sock.getsockname()[1])
+        failed = run_failing(env, f"{DAY1}|proj-1")
+        assert failed.tags[FAULT_TAG] == "transient"
+        assert env["state"].get_blob_integration("proj-1").enabled
+
+        result = tick(env)
+        (request,) = result.run_requests
+        assert request.partition_key == f"{DAY1}|proj-1"
+        assert request.job_name == "blob_storage_export_daily_job"
+        assert request.run_key == f"retry:daily:{DAY1}|proj-1:{failed.run_id}"
+        assert request.tags["exports/reason"] == "retry" and request.tags["exports/retry_of"] == failed.run_id
+        assert request.tags["exports/sink"] == "object_storage" and request.tags["exports/project"] == "proj-1"
+        assert tick(env, result.cursor).run_requests == []  # that failure was requested already
+
+        again = run_failing(env, f"{DAY1}|proj-1")  # the requested run failed too: a new request
+        result = tick(env, result.cursor)
+        assert [r.run_key for r in result.run_requests] == [f"retry:daily:{DAY1}|proj-1:{again.run_id}"]
+
+    add_local(env)  # the outage is over (here: a destination that works)
+    run(env, f"{DAY1}|proj-1")
+    assert tick(env, result.cursor).run_requests == []  # its newest run delivered it
+
+
+def test_a_failed_asset_page_run_is_requested_again_too(env):
+    """The asset page runs the asset selection on `__ASSET_JOB`, not the frequency's job;
+    ExportsRunCoordinator gives it the sink tag."""
+    add_local(env)
+    asset_job = env["defs"].resolve_implicit_global_asset_job_def()
+    failed = env["instance"].create_run_for_job(
+        job_def=asset_job, asset_selection=frozenset({dg.AssetKey("blob_storage_export_daily")}),
+        status=dg.DagsterRunStatus.FAILURE,
+        tags={"dagster/partition": f"{DAY1}|proj-1", "exports/sink": "object_storage", FAULT_TAG: "transient"})
+    assert failed.job_name == "__ASSET_JOB"
+    (request,) = tick(env).run_requests
+    assert request.run_key == f"retry:daily:{DAY1}|proj-1:{failed.run_id}"
+
+
+@pytest.mark.parametrize("tags", [
+    {FAULT_TAG: "deployment"},  # fails again until the deployment is fixed
+    {FAULT_TAG: "customer"},  # (the run disabled the integration; here it stays enabled, to isolate the tag)
+    {FAULT_TAG: "transient", WILL_RETRY_TAG: "true"},  # Dagster runs it again itself
+    {FAULT_TAG: "transient", SKIPPED_TAG: "the integration of proj-1 is disabled"},
+    {},  # no fault recorded: the run never reached the export (or its process died: run retries' job)
+])
+def test_failed_runs_that_another_fault_or_dagster_answers_are_not_requested(env, tags):
+    add_local(env)
+    job = env["defs"].get_job_def("blob_storage_export_daily_job")
+    env["instance"].create_run_for_job(job_def=job, status=dg.DagsterRunStatus.FAILURE,
+                                       tags={**job.tags, "dagster/partition": f"{DAY1}|proj-1", **tags})
+    assert tick(env).run_requests == []
+
+
+def test_a_transient_failure_outside_the_lookback_or_of_a_disabled_integration_is_not_requested(env):
+    add_local(env)
+    job = env["defs"].get_job_def("blob_storage_export_daily_job")
+    env["instance"].create_run_for_job(job_def=job, status=dg.DagsterRunStatus.FAILURE,
+                                       tags={**job.tags, "dagster/partition": f"{DAY1}|proj-1", FAULT_TAG: "transient"})
+    assert keys(tick(env)) == [f"{DAY1}|proj-1"]
+    env["clock"]["now"] = D1.end + dt.timedelta(hours=72)  # DAY1 left the lookback
+    assert tick(env).run_requests == []
+    env["clock"]["now"] = NOW
+    env["state"].disable_blob_integration("proj-1", "AccessDenied")
+    assert tick(env).run_requests == []
 
 
 def test_a_table_without_migration_0042_exports_checks_and_is_watched_for_late_rows(seeded, tmp_path):

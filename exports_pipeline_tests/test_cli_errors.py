@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from exports_pipeline.cli import main
 from exports_pipeline.errors import ConfigError
 from exports_pipeline.resources.object_store.destination import Destination
 from exports_pipeline.settings import Settings, SettingsError, get_settings
 from exports_pipeline.state.engine import StateDatabaseError, dispose_engine
 from exports_pipeline.state.store import StateStore
+from exports_pipeline_tests.cli_harness import cli_in
 
 KEY = "5e" * 32
 
@@ -25,21 +25,9 @@ KEY = "5e" * 32
 @pytest.fixture
 def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
     """`main()` as the console script runs it; returns (code, stdout, stderr)."""
-    monkeypatch.setenv("EXPORTS_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("ENCRYPTION_KEY", KEY)
-    for name in ("EXPORTS_DATABASE_URL", "EXPORTS_CLICKHOUSE_URL", "EXPORTS_SECRET_ACCESS_KEY"):
-        monkeypatch.delenv(name, raising=False)
-    get_settings.cache_clear()
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        get_settings.cache_clear()  # a test may change the environment between commands
-        code = main(list(argv))
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    yield run
-    StateStore(database_url=get_settings().database_url).dispose()
-    get_settings.cache_clear()
+    with cli_in(tmp_path, monkeypatch, capsys, key=KEY,
+                unset=("EXPORTS_CLICKHOUSE_URL", "EXPORTS_SECRET_ACCESS_KEY")) as runner:
+        yield runner
 
 
 def add_local(cli, project: str, directory: Path, *extra: str) -> tuple[int, str, str]:

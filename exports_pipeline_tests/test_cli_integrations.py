@@ -10,48 +10,20 @@ from pathlib import Path
 
 import pytest
 
-from exports_pipeline.cli import main
-from exports_pipeline.commands import open_state
 from exports_pipeline.crypto import SecretBox
 from exports_pipeline.settings import get_settings
 from exports_pipeline.state.models import blob_cursor_sink
-from exports_pipeline.state.store import StateStore
+from exports_pipeline_tests.cli_harness import Cli, cli_in
 
 KEY = "5e" * 32
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCY-cli-test-secret"
 
 
-class Cli:
-    """Runs `main()` like the console script and remembers every byte it printed."""
-
-    def __init__(self, home: Path, capsys: pytest.CaptureFixture[str]) -> None:
-        self.home = home
-        self.capsys = capsys
-        self.transcript = ""
-
-    def __call__(self, *argv: str) -> tuple[int, str, str]:
-        code = main(list(argv))
-        out, err = self.capsys.readouterr()
-        self.transcript += out + err
-        return code, out, err
-
-    @property
-    def state(self) -> StateStore:
-        return open_state(get_settings())  # creates EXPORTS_HOME when no command has yet
-
-
 @pytest.fixture
 def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
-    home = tmp_path / "home"
-    monkeypatch.setenv("EXPORTS_HOME", str(home))
-    monkeypatch.setenv("ENCRYPTION_KEY", KEY)
-    for name in ("EXPORTS_DATABASE_URL", "EXPORTS_CLICKHOUSE_URL", "EXPORTS_SECRET_ACCESS_KEY"):
-        monkeypatch.delenv(name, raising=False)
-    get_settings.cache_clear()
-    runner = Cli(home, capsys)
-    yield runner
-    StateStore(database_url=get_settings().database_url).dispose()
-    get_settings.cache_clear()
+    with cli_in(tmp_path, monkeypatch, capsys, key=KEY,
+                unset=("EXPORTS_CLICKHOUSE_URL", "EXPORTS_SECRET_ACCESS_KEY")) as runner:
+        yield runner
 
 
 def today() -> dt.datetime:

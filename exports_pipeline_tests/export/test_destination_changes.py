@@ -6,15 +6,14 @@ from __future__ import annotations
 import boto3
 import pytest
 
-from exports_pipeline.cli import main
 from exports_pipeline.commands import open_state
 from exports_pipeline.sinks.object_storage.export import entity_type
 from exports_pipeline.sinks.object_storage.plugin import export_partition
 from exports_pipeline.resources.object_store.resource import ObjectStoreResource
 from exports_pipeline.settings import get_settings
-from exports_pipeline.state.store import StateStore
 from exports_pipeline_tests.export.readback import clickhouse_rows, read_file
 from exports_pipeline_tests.export.test_blob_export import WINDOW
+from exports_pipeline_tests.cli_harness import cli_in
 from exports_pipeline_tests.seeded_events import DAY_END, DAY_START
 
 KEY = "5c" * 32
@@ -23,20 +22,8 @@ PARTITION = "2026-11-02|proj-1"
 
 @pytest.fixture
 def cli(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("EXPORTS_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("ENCRYPTION_KEY", KEY)
-    monkeypatch.setenv("EXPORTS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("EXPORTS_DATABASE_URL", raising=False)
-    get_settings.cache_clear()
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        code = main(list(argv))
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    yield run
-    StateStore(database_url=get_settings().database_url).dispose()
-    get_settings.cache_clear()
+    with cli_in(tmp_path, monkeypatch, capsys, key=KEY, env={"EXPORTS_SECRET_ACCESS_KEY": "testing"}) as runner:
+        yield runner
 
 
 def client(endpoint: str):

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from exports_pipeline.cli import main
 from exports_pipeline.commands import open_state
 from exports_pipeline.commands.integrations_mixpanel import public_row, validate_project
 from exports_pipeline.crypto import SecretBox
 from exports_pipeline.settings import get_settings
-from exports_pipeline.state.store import StateStore
+from exports_pipeline_tests.cli_harness import cli_in
 from exports_pipeline_tests.mixpanel_peers import SA_PROJECT_ID, SA_SECRET, SA_USER, TOKEN
 
 KEY = "6f" * 32
@@ -22,20 +21,9 @@ KEY = "6f" * 32
 
 @pytest.fixture
 def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
-    monkeypatch.setenv("EXPORTS_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("ENCRYPTION_KEY", KEY)
-    for name in ("EXPORTS_DATABASE_URL", "EXPORTS_MIXPANEL_PROJECT_TOKEN", "EXPORTS_MIXPANEL_SECRET"):
-        monkeypatch.delenv(name, raising=False)
-    get_settings.cache_clear()
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        code = main(list(argv))
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    yield run
-    StateStore(database_url=get_settings().database_url).dispose()
-    get_settings.cache_clear()
+    with cli_in(tmp_path, monkeypatch, capsys, key=KEY,
+                unset=("EXPORTS_MIXPANEL_PROJECT_TOKEN", "EXPORTS_MIXPANEL_SECRET")) as runner:
+        yield runner
 
 
 def test_add_with_token_from_env_then_validate_passes(cli, monkeypatch, mixpanel_peer, capsys):

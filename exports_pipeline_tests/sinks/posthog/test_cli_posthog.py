@@ -8,8 +8,16 @@ import json
 import pytest
 
 from exports_pipeline.crypto import SecretBox
+from exports_pipeline_tests.cli_harness import cli_in
 from exports_pipeline_tests.posthog_peers import API_KEY, Fault
-from exports_pipeline_tests.test_cli_integrations import KEY, add_local, cli  # noqa: F401  (the fixture)
+from exports_pipeline_tests.test_cli_integrations import KEY, add_local
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch, capsys):
+    with cli_in(tmp_path, monkeypatch, capsys, key=KEY,
+                unset=("EXPORTS_CLICKHOUSE_URL", "EXPORTS_SECRET_ACCESS_KEY", "EXPORTS_POSTHOG_API_KEY")) as runner:
+        yield runner
 
 
 @pytest.fixture

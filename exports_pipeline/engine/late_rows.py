@@ -338,7 +338,8 @@ def build_late_rows_sensor(sink: WindowedSink, jobs: dict, assets: dict, *, part
         minimum_interval_seconds=interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Re-delivers {sink.label} windows that ended in the last {lookback_hours} h whose ClickHouse "
-        "count() or max(event_ts) no longer matches what was delivered (late rows, updates, deletions), oldest "
+        "count() or max(event_ts) no longer matches what was delivered (late rows, updates, deletions), and "
+        "those whose last run failed on a transient fault (an outage longer than the step's retries), oldest "
         "first.",
     )
     # Dagster reads a sensor's resources from its signature (and refuses them in two places at once), so

@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,11 +16,38 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from exports_pipeline.state.models import BlobIntegration
+from exports_pipeline.state.store import StateStore
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 LOCATION = "exports_pipeline"  # workspace.yaml
 REPOSITORY = "__repository__"  # a Definitions object's repository
 RUN_TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
+
+
+def deployment(tmp_path: Path, clickhouse_url: str, events_table: str, projects: tuple[str, ...],
+               **extra_env: str) -> tuple[dict[str, str], Path]:
+    """What the Dagster processes of a deployment see: DAGSTER_HOME holding the repository's dagster.yaml,
+    an EXPORTS_HOME, SQLite state with a daily LOCAL integration (CSV and Parquet) per project into
+    `tmp_path/bucket`, and ClickHouse at `clickhouse_url` (over HTTP: chDB lets one process at a time open
+    its directory). Returns the processes' environment (the test's own EXPORTS_/DAGSTER_ variables
+    removed, `extra_env` added) and the bucket directory."""
+    out, exports_home, dagster_home = tmp_path / "bucket", tmp_path / "exports-home", tmp_path / "dagster-home"
+    for directory in (out, exports_home, dagster_home):
+        directory.mkdir()
+    shutil.copy(ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    state_url = f"sqlite:///{tmp_path / 'state.db'}"
+    state = StateStore(database_url=state_url)
+    for project in projects:
+        state.upsert_blob_integration(BlobIntegration(project_id=project, type="LOCAL", bucket_name=str(out),
+                                                      export_frequency="daily", file_types=("csv", "parquet")))
+    state.dispose()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EXPORTS_", "DAGSTER_"))}
+    env.update(EXPORTS_HOME=str(exports_home), EXPORTS_CLICKHOUSE_URL=clickhouse_url,
+               EXPORTS_EVENTS_TABLE=events_table, EXPORTS_DATABASE_URL=state_url,
+               ENCRYPTION_KEY=secrets.token_hex(32), DAGSTER_HOME=str(dagster_home), **extra_env)
+    return env, out
 
 
 # ------------------------------------------------------------------------------------ processes, GraphQL

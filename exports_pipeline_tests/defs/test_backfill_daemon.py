@@ -17,15 +17,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import secrets
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
-from exports_pipeline.state.models import BlobIntegration
-from exports_pipeline.state.store import StateStore
 from exports_pipeline_tests.conftest import free_port
 from exports_pipeline_tests.defs.daemon_harness import (
     ADD_PARTITION,
@@ -39,6 +34,7 @@ from exports_pipeline_tests.defs.daemon_harness import (
     RUNS,
     LOCATION,
     DagsterProcesses,
+    deployment,
     GraphQL,
     run_logs,
     stop_instigators,
@@ -69,28 +65,7 @@ def window_dir(out: Path, partition_key: str) -> Path:
 
 
 def test_ui_backfills_run_through_the_daemon_under_the_shipped_dagster_yaml(seeded, chdb_http, tmp_path):
-    out = tmp_path / "bucket"
-    out.mkdir()
-    exports_home = tmp_path / "exports-home"
-    exports_home.mkdir()
-    dagster_home = tmp_path / "dagster-home"
-    dagster_home.mkdir()
-    shutil.copy(ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
-    state_url = f"sqlite:///{tmp_path / 'state.db'}"
-    state = StateStore(database_url=state_url)
-    for project in ("proj-1", "proj-2"):
-        state.upsert_blob_integration(BlobIntegration(project_id=project, type="LOCAL", bucket_name=str(out),
-                                                      export_frequency="daily", file_types=("csv", "parquet")))
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EXPORTS_", "DAGSTER_"))}
-    env.update(
-        EXPORTS_HOME=str(exports_home),
-        EXPORTS_CLICKHOUSE_URL=over_http(seeded, chdb_http).url,
-        EXPORTS_EVENTS_TABLE=seeded.events_table,
-        EXPORTS_DATABASE_URL=state_url,
-        ENCRYPTION_KEY=secrets.token_hex(32),
-        DAGSTER_HOME=str(dagster_home),
-    )
+    env, out = deployment(tmp_path, over_http(seeded, chdb_http).url, seeded.events_table, ("proj-1", "proj-2"))
     repo = {"repositoryName": REPOSITORY, "repositoryLocationName": LOCATION}
     # The UI's two ways to backfill: the asset page's "Materialize" dialog (an asset selection), and the
     # job's Partitions tab (the job's partition set).

@@ -12,13 +12,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import secrets
-import shutil
 import time
 
-from exports_pipeline.state.models import BlobIntegration
-from exports_pipeline.state.store import StateStore
 from exports_pipeline_tests.conftest import free_port
 from exports_pipeline_tests.defs.daemon_harness import (
     ADD_PARTITION,
@@ -29,6 +24,7 @@ from exports_pipeline_tests.defs.daemon_harness import (
     RUN_TERMINAL,
     RUNS,
     DagsterProcesses,
+    deployment,
     GraphQL,
     run_logs,
     stop_instigators,
@@ -50,22 +46,11 @@ WORKSPACE = f"""load_from:
 
 
 def test_a_run_whose_process_died_is_run_again_and_exports_the_window(seeded, chdb_http, tmp_path):
-    out, exports_home, dagster_home = tmp_path / "bucket", tmp_path / "exports-home", tmp_path / "dagster-home"
-    for d in (out, exports_home, dagster_home):
-        d.mkdir()
-    shutil.copy(ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
     workspace = tmp_path / "workspace.yaml"
     workspace.write_text(WORKSPACE)
     marker = tmp_path / "killed"
-    state_url = f"sqlite:///{tmp_path / 'state.db'}"
-    StateStore(database_url=state_url).upsert_blob_integration(BlobIntegration(
-        project_id="proj-1", type="LOCAL", bucket_name=str(out), export_frequency="daily",
-        file_types=("csv", "parquet")))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EXPORTS_", "DAGSTER_"))}
-    env.update(EXPORTS_HOME=str(exports_home), EXPORTS_CLICKHOUSE_URL=over_http(seeded, chdb_http).url,
-               EXPORTS_EVENTS_TABLE=seeded.events_table, EXPORTS_DATABASE_URL=state_url,
-               ENCRYPTION_KEY=secrets.token_hex(32), DAGSTER_HOME=str(dagster_home),
-               EXPORTS_TEST_KILL_MARKER=str(marker), PYTHONPATH=str(ROOT))
+    env, out = deployment(tmp_path, over_http(seeded, chdb_http).url, seeded.events_table, ("proj-1",),
+                          EXPORTS_TEST_KILL_MARKER=str(marker), PYTHONPATH=str(ROOT))
     procs = DagsterProcesses(env, tmp_path)
     try:
         runs, gql_logs = launch_and_wait(procs, str(workspace))
